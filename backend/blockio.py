@@ -1,0 +1,186 @@
+"""The block I/O vocabulary every layer shares: operations, statuses, iovecs, bios, devices.
+
+This module is the contract between vhost/ (which turns virtqueue elements into bios),
+dm/ (which splits and maps them), targets/ and devices/ (which do the I/O). It imports
+nothing from them, so every layer may import it.
+
+Buffers are iovecs, ``(address, length)`` pairs of raw pointers: in the daemon they point
+straight into guest memory (zero copy), in unit tests into ctypes buffers. Completion is
+a callback, always invoked on the event loop's thread (a synchronous device may invoke it
+before ``submit`` returns; callers must allow for that).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+SECTOR_SHIFT = 9
+SECTOR_SIZE = 1 << SECTOR_SHIFT
+
+IoVec = tuple[int, int]
+"""(address, length in bytes)."""
+
+
+class Op(enum.IntEnum):
+    """What a bio asks for. FLUSH with no data is an empty flush."""
+
+    READ = 0
+    WRITE = 1
+    FLUSH = 2
+    DISCARD = 3
+    WRITE_ZEROES = 4
+
+    @property
+    def has_data(self) -> bool:
+        return self in (Op.READ, Op.WRITE)
+
+
+class Status(enum.IntEnum):
+    """errno-like completion statuses, plus the core-internal REQUEUE.
+
+    vhost/ maps them to VIRTIO_BLK_S_* only at the very end. REQUEUE never reaches a
+    guest: the core turns it into a pushback (noflush suspend) or into EIO.
+    """
+
+    OK = 0
+    EIO = 5
+    EAGAIN = 11
+    EBUSY = 16
+    EINVAL = 22
+    ENOSPC = 28
+    EROFS = 30
+    ENOLINK = 67
+    EOPNOTSUPP = 95
+    ETIMEDOUT = 110
+    REQUEUE = 1000
+    DELAY_REQUEUE = 1001
+
+    @property
+    def ok(self) -> bool:
+        return self is Status.OK
+
+
+Completion = Callable[[Status], None]
+
+
+def iov_length(iovecs: Sequence[IoVec]) -> int:
+    """Total bytes described by ``iovecs``."""
+    return sum(length for _, length in iovecs)
+
+
+def iov_slice(iovecs: Sequence[IoVec], offset: int, length: int) -> list[IoVec]:
+    """The iovecs covering ``length`` bytes starting ``offset`` bytes into ``iovecs``.
+
+    Used to split a bio at target boundaries and to rewind a requeued piece: no data
+    moves, only pointers are recomputed.
+    """
+    out: list[IoVec] = []
+    end = offset + length
+    pos = 0
+    for base, ln in iovecs:
+        seg_end = pos + ln
+        if seg_end > offset and pos < end:
+            lo = max(pos, offset)
+            hi = min(seg_end, end)
+            out.append((base + (lo - pos), hi - lo))
+        if seg_end >= end:
+            break
+        pos = seg_end
+    if sum(ln for _, ln in out) != length:
+        raise ValueError(f"iov_slice: {offset}+{length} is past the {iov_length(iovecs)} bytes")
+    return out
+
+
+def iov_zero(iovecs: Sequence[IoVec]) -> None:
+    """Fill the buffers with zeroes (zero target, reads of a null device)."""
+    for base, ln in iovecs:
+        ctypes.memset(base, 0, ln)
+
+
+def iov_to_bytes(iovecs: Sequence[IoVec]) -> bytes:
+    """Copy the buffers into one bytes object (tests and small metadata only)."""
+    return b"".join(ctypes.string_at(base, ln) for base, ln in iovecs)
+
+
+def iov_from_bytes(iovecs: Sequence[IoVec], data: bytes) -> None:
+    """Copy ``data`` into the buffers (tests and small metadata only)."""
+    pos = 0
+    for base, ln in iovecs:
+        ctypes.memmove(base, data[pos:pos + ln], ln)
+        pos += ln
+
+
+class Bio:
+    """One block request: an operation on ``nr_sectors`` from ``sector``, with buffers.
+
+    ``end`` is called exactly once with the final status. ``private`` is free for the
+    layer that owns the bio (a target's per-clone state, the vhost element, ...).
+    ``preflush`` on a WRITE asks for a flush before the data (REQ_PREFLUSH); ``fua``
+    for the data to be durable when it completes.
+    """
+
+    __slots__ = ("end", "fua", "iovecs", "nr_sectors", "op", "preflush", "private", "sector")
+
+    def __init__(
+        self,
+        op: Op,
+        sector: int,
+        nr_sectors: int,
+        iovecs: Sequence[IoVec],
+        end: Completion,
+        *,
+        preflush: bool = False,
+        fua: bool = False,
+    ) -> None:
+        self.op = op
+        self.sector = sector
+        self.nr_sectors = nr_sectors
+        self.iovecs = list(iovecs)
+        self.end = end
+        self.preflush = preflush
+        self.fua = fua
+        self.private: Any = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.nr_sectors << SECTOR_SHIFT
+
+    def __repr__(self) -> str:
+        return f"Bio({self.op.name} {self.sector}+{self.nr_sectors})"
+
+
+class BlockDevice(Protocol):
+    """What a target maps onto: a file, an NBD export, memory, another mapped device.
+
+    ``submit`` never blocks and never raises: the I/O happens elsewhere (a worker
+    thread, a socket) and ``done`` is called once, on the loop thread, with the status.
+    Offsets and lengths are in bytes; ``iovecs`` hold exactly ``length`` bytes for READ
+    and WRITE and are empty otherwise.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+        ...
+
+    @property
+    def read_only(self) -> bool: ...
+
+    def submit(
+        self, op: Op, offset: int, length: int, iovecs: Sequence[IoVec], done: Completion
+    ) -> None: ...
+
+
+class BioSink(Protocol):
+    """What vhost/ submits guest requests to (a mapped device): bios in, ``bio.end`` out."""
+
+    @property
+    def size_sectors(self) -> int: ...
+
+    def submit_bio(self, bio: Bio) -> None: ...

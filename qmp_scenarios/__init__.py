@@ -1,0 +1,1 @@
+"""vudm: qmp_scenarios."""
