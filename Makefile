@@ -1,0 +1,58 @@
+# vudm: one-command setup, tests, demo and benchmark. See README.md.
+# Every target installs what it needs through `setup`, which is idempotent and quick
+# on a ready machine (stamps under build/).
+
+PY      := .venv/bin/python
+PYTEST  := .venv/bin/pytest
+STAMPS  := build/stamps
+JOBS    ?= auto
+
+.PHONY: setup host native image venv test lint unit integration avocado demo bench clean
+
+setup: host native image venv
+	@echo "[setup] ready"
+
+host:
+	@bash scripts/setup-host.sh
+
+native: host
+	@bash backend/vhost/native/build.sh
+
+image: host
+	@bash images/build.sh
+
+venv: $(STAMPS)/venv
+$(STAMPS)/venv: pyproject.toml
+	@echo "[setup] python venv (.venv) with vudm and its test tools"
+	@test -x $(PY) || python3 -m venv .venv
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test]'
+	@mkdir -p $(STAMPS) && touch $@
+
+lint: venv
+	.venv/bin/ruff check backend guests qmp_scenarios tests
+	.venv/bin/mypy
+
+unit: venv
+	$(PYTEST) -q tests/unit
+
+integration: setup
+	$(PYTEST) -q -n $(JOBS) -p no:cacheprovider tests/integration
+
+avocado: setup
+	bash tests/avocado/run.sh
+
+test: setup
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory integration
+	$(MAKE) --no-print-directory avocado
+
+demo: setup
+	.venv/bin/vudm scenario run demo
+
+bench: setup
+	$(PY) -m qmp_scenarios.bench --json results/bench.json
+
+clean:
+	rm -rf build .venv results

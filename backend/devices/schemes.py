@@ -1,0 +1,21 @@
+"""Openers of the built-in URI schemes (each a few lines; the devices live elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+from ..blockio import BlockDevice
+from ..errors import DeviceError
+from .file import FileDevice
+from .uri import register_scheme
+
+
+@register_scheme("file")
+async def _open_file(
+    name: str, uri: str, read_only: bool, loop: asyncio.AbstractEventLoop
+) -> BlockDevice:
+    path = urlsplit(uri).path
+    if not path:
+        raise DeviceError(f"bad device URI {uri!r}: file: needs a path (file:/path/disk.img)")
+    return FileDevice(name, path, read_only=read_only, loop=loop)
