@@ -1,0 +1,332 @@
+"""``nbd+unix:///export?socket=PATH`` and ``nbd://host:port/export``: a path to a real
+NBD server (qemu-storage-daemon, qemu-nbd).
+
+One connection, many requests in flight, matched by cookie. Writes go out with sendmsg
+on memoryviews of the guest buffers, and read replies are received straight into them
+(zero copy). When the connection drops, every request in flight fails at once with
+ENOLINK, and so does every later one until ``connect`` succeeds again: that is what lets
+multipath fail the path immediately, and the path checker reinstate it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..blockio import Completion, IoVec, Op, Status
+from ..errors import DeviceError
+from . import nbd_proto as proto
+
+log = logging.getLogger(__name__)
+
+_CMD = {
+    Op.READ: proto.CMD_READ,
+    Op.WRITE: proto.CMD_WRITE,
+    Op.FLUSH: proto.CMD_FLUSH,
+    Op.DISCARD: proto.CMD_TRIM,
+    Op.WRITE_ZEROES: proto.CMD_WRITE_ZEROES,
+}
+_NEEDS_FLAG = {
+    Op.FLUSH: proto.TF_SEND_FLUSH,
+    Op.DISCARD: proto.TF_SEND_TRIM,
+    Op.WRITE_ZEROES: proto.TF_SEND_WRITE_ZEROES,
+}
+
+
+@dataclass(frozen=True)
+class NbdAddress:
+    """Where an NBD export is: a unix socket path, or a TCP host and port."""
+
+    export: str
+    unix_path: str | None = None
+    host: str | None = None
+    port: int = 10809
+
+    @classmethod
+    def from_uri(cls, uri: str) -> NbdAddress:
+        u = urlsplit(uri)
+        export = unquote(u.path.lstrip("/"))
+        if u.scheme == "nbd+unix":
+            sock = parse_qs(u.query).get("socket")
+            if not sock:
+                raise DeviceError(f"bad device URI {uri!r}: nbd+unix needs ?socket=PATH")
+            return cls(export=export, unix_path=sock[0])
+        if u.scheme == "nbd":
+            if not u.hostname:
+                raise DeviceError(f"bad device URI {uri!r}: nbd:// needs a host")
+            try:
+                port = u.port or 10809
+            except ValueError as e:
+                raise DeviceError(f"bad device URI {uri!r}: {e}") from e
+            return cls(export=export, host=u.hostname, port=port)
+        raise DeviceError(f"bad device URI {uri!r}: not an nbd URI")
+
+    def __str__(self) -> str:
+        where = self.unix_path or f"{self.host}:{self.port}"
+        return f"{where}/{self.export}"
+
+
+class _Pending:
+    __slots__ = ("done", "iovecs", "op")
+
+    def __init__(self, op: Op, iovecs: Sequence[IoVec], done: Completion) -> None:
+        self.op = op
+        self.iovecs = iovecs
+        self.done = done
+
+
+def _views(iovecs: Sequence[IoVec]) -> list[memoryview]:
+    return [memoryview((ctypes.c_char * ln).from_address(base)).cast("B")
+            for base, ln in iovecs]
+
+
+class NbdDevice:
+    """A BlockDevice over one NBD connection; see the module docstring."""
+
+    def __init__(self, name: str, address: NbdAddress, *, read_only: bool = False,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._name = name
+        self.address = address
+        self._want_ro = read_only
+        self._loop = loop or asyncio.get_running_loop()
+        self._sock: socket.socket | None = None
+        self._size = 0
+        self._flags = 0
+        self._inflight: dict[int, _Pending] = {}
+        self._cookie = 0
+        self._out: collections.deque[memoryview] = collections.deque()
+        self._writing = False
+        # receive state: a reply header, then maybe read data into a request's buffers
+        self._hdr = bytearray(proto.SIMPLE_REPLY.size)
+        self._hdr_got = 0
+        self._data: list[memoryview] = []
+        self._data_cookie = 0
+        self._closed = False
+
+    # -- BlockDevice ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def read_only(self) -> bool:
+        return self._want_ro or bool(self._flags & proto.TF_READ_ONLY)
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def submit(self, op: Op, offset: int, length: int, iovecs: Sequence[IoVec],
+               done: Completion) -> None:
+        if self._sock is None:
+            done(Status.ENOLINK)
+            return
+        if op is not Op.READ and op is not Op.FLUSH and self.read_only:
+            done(Status.EROFS)
+            return
+        need = _NEEDS_FLAG.get(op)
+        if need is not None and not self._flags & need:
+            # a server that cannot flush has nothing volatile to flush
+            done(Status.OK if op is Op.FLUSH else Status.EOPNOTSUPP)
+            return
+        self._cookie += 1
+        cookie = self._cookie
+        self._inflight[cookie] = _Pending(op, iovecs, done)
+        hdr = proto.request(_CMD[op], cookie, offset, 0 if op is Op.FLUSH else length)
+        self._out.append(memoryview(hdr))
+        if op is Op.WRITE:
+            self._out.extend(_views(iovecs))
+        if not self._writing:
+            self._flush_out()
+
+    # -- connection ----------------------------------------------------------------
+
+    async def connect(self, timeout: float = 5.0) -> None:
+        """Connect and negotiate (NBD_OPT_GO); raise DeviceError naming what failed."""
+        if self._sock is not None:
+            return
+        try:
+            sock = await asyncio.wait_for(self._handshake(), timeout)
+        except TimeoutError as e:
+            raise DeviceError(f"{self._name}: NBD {self.address}: handshake timed out") from e
+        except OSError as e:
+            raise DeviceError(f"{self._name}: NBD {self.address}: {e.strerror or e}") from e
+        self._sock = sock
+        self._hdr_got = 0
+        self._data, self._data_cookie = [], 0
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+        log.info("%s: connected to NBD %s (%d bytes)", self._name, self.address, self._size)
+
+    async def _handshake(self) -> socket.socket:
+        a = self.address
+        if a.unix_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target: Any = a.unix_path
+        else:
+            assert a.host is not None
+            infos = await self._loop.getaddrinfo(a.host, a.port, type=socket.SOCK_STREAM)
+            family, _, _, _, target = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        try:
+            await self._loop.sock_connect(sock, target)
+            sflags = proto.server_greeting(await self._recv_exact(sock, 18))
+            await self._loop.sock_sendall(sock, proto.client_flags(sflags))
+            await self._loop.sock_sendall(sock, proto.opt_go(a.export))
+            size = flags = -1
+            while True:
+                rtype, length = proto.option_reply_header(await self._recv_exact(sock, 20))
+                payload = await self._recv_exact(sock, length)
+                if rtype & proto.REP_ERR_BIT:
+                    raise proto.option_error(rtype, payload, a.export)
+                if rtype == proto.REP_ACK:
+                    break
+                if rtype == proto.REP_INFO and payload[:2] == b"\0\0":
+                    size = int.from_bytes(payload[2:10], "big")
+                    flags = int.from_bytes(payload[10:12], "big")
+            if size < 0:
+                raise DeviceError(f"NBD export {a.export!r}: server sent no export size")
+            if self._size and size != self._size:
+                raise DeviceError(f"NBD export {a.export!r}: size changed from "
+                                  f"{self._size} to {size} bytes")
+            self._size, self._flags = size, flags
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _recv_exact(self, sock: socket.socket, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = await self._loop.sock_recv(sock, n - len(buf))
+            if not chunk:
+                raise DeviceError(f"NBD {self.address}: server closed during negotiation")
+            buf += chunk
+        return bytes(buf)
+
+    def disconnect(self, reason: str = "closed") -> None:
+        """Drop the connection; every request in flight fails with ENOLINK."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        self._loop.remove_reader(sock.fileno())
+        if self._writing:
+            self._loop.remove_writer(sock.fileno())
+            self._writing = False
+        sock.close()
+        self._out.clear()
+        pending, self._inflight = self._inflight, {}
+        log.info("%s: NBD %s connection lost (%s); failing %d request(s) in flight",
+                 self._name, self.address, reason, len(pending))
+        for req in pending.values():
+            req.done(Status.ENOLINK)
+
+    def close(self) -> None:
+        self._closed = True
+        self.disconnect("device closed")
+
+    # -- sending -------------------------------------------------------------------
+
+    def _flush_out(self) -> None:
+        sock = self._sock
+        while sock is not None and self._out:
+            try:
+                sent = sock.sendmsg(list(self._out)[:64])
+            except BlockingIOError:
+                break
+            except OSError as e:
+                self.disconnect(f"send failed: {e.strerror}")
+                return
+            while sent:
+                head = self._out[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    self._out.popleft()
+                else:
+                    self._out[0] = head[sent:]
+                    sent = 0
+        want = bool(self._out) and sock is not None
+        if want and not self._writing and sock is not None:
+            self._loop.add_writer(sock.fileno(), self._flush_out)
+        elif not want and self._writing and sock is not None:
+            self._loop.remove_writer(sock.fileno())
+        self._writing = want
+
+    # -- receiving -----------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        while sock is self._sock and sock is not None:
+            try:
+                if self._data:
+                    n = sock.recv_into(self._data[0])
+                else:
+                    n = sock.recv_into(memoryview(self._hdr)[self._hdr_got:])
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self.disconnect(f"receive failed: {e.strerror}")
+                return
+            if n == 0:
+                self.disconnect("server closed the connection")
+                return
+            if self._data:
+                self._got_data(n)
+            else:
+                self._hdr_got += n
+                if self._hdr_got == len(self._hdr):
+                    self._hdr_got = 0
+                    self._got_header()
+
+    def _got_header(self) -> None:
+        magic, error, cookie = proto.SIMPLE_REPLY.unpack(self._hdr)
+        req = self._inflight.get(cookie)
+        if magic != proto.SIMPLE_REPLY_MAGIC or req is None:
+            self.disconnect(f"protocol error (magic {magic:#x}, cookie {cookie})")
+            return
+        if req.op is Op.READ and error == 0:
+            self._data = _views(req.iovecs)
+            self._data_cookie = cookie
+            if self._data:
+                return
+        del self._inflight[cookie]
+        req.done(Status.OK if error == 0 else _nbd_status(error))
+
+    def _got_data(self, n: int) -> None:
+        head = self._data[0]
+        if n < len(head):
+            self._data[0] = head[n:]
+            return
+        self._data.pop(0)
+        if self._data:
+            return
+        self._inflight.pop(self._data_cookie).done(Status.OK)
+
+
+def _nbd_status(error: int) -> Status:
+    # NBD errors are errno values (EPERM 1, EIO 5, ENOMEM 12, EINVAL 22, ENOSPC 28, ...)
+    try:
+        status = Status(error)
+    except ValueError:
+        return Status.EIO
+    return status if status < Status.REQUEUE else Status.EIO
+
+
+async def open_nbd(name: str, uri: str, read_only: bool,
+                   loop: asyncio.AbstractEventLoop) -> NbdDevice:
+    dev = NbdDevice(name, NbdAddress.from_uri(uri), read_only=read_only, loop=loop)
+    await dev.connect()
+    return dev
