@@ -1,0 +1,108 @@
+"""What a scenario returns: steps with timestamps, the guest's own evidence, timings.
+
+The JSON form (``ScenarioResult.to_json``) is the contract of DESIGN.md: ``scenario``,
+``passed``, ``steps`` (``name``, ``start``, ``end``, ``ok``), ``guest`` (``io_errors``,
+``fio`` with ``exit_code``, ``errors``, ``verify``) and ``timings`` in seconds. Times are
+seconds since the scenario started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class StepRecord:
+    name: str
+    start: float
+    end: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class FioEvidence:
+    exit_code: int
+    errors: int
+    verify: str  # "passed", "failed" or "not-run"
+    read_ios: int = 0
+    write_ios: int = 0
+    error_text: str = ""
+
+
+@dataclass
+class GuestEvidence:
+    io_errors: list[str] = field(default_factory=list)
+    fio: FioEvidence | None = None
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    expect: str  # "no-eio": the guest must see no error; "eio": it must see one
+    passed: bool = False
+    verdict: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    guest: GuestEvidence = field(default_factory=GuestEvidence)
+    timings: dict[str, float] = field(default_factory=dict)
+    iops: list[tuple[float, float, float]] = field(default_factory=list)  # t, read, write
+    started_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    def report(self) -> str:
+        """A short human report."""
+        lines = [f"scenario {self.scenario}: {'PASSED' if self.passed else 'FAILED'}"
+                 f" (expect {self.expect})"]
+        if self.verdict:
+            lines.append(f"  verdict: {self.verdict}")
+        for s in self.steps:
+            mark = "ok " if s.ok else "ERR"
+            extra = f"  {s.detail}" if s.detail else ""
+            lines.append(f"  [{mark}] {s.start:7.2f}-{s.end:7.2f}s  {s.name}{extra}")
+        f = self.guest.fio
+        if f is not None:
+            lines.append(f"  guest fio: exit {f.exit_code}, errors {f.errors}, verify {f.verify},"
+                         f" {f.read_ios} reads, {f.write_ios} writes")
+        lines.append(f"  guest kernel I/O errors: {len(self.guest.io_errors)}")
+        for e in self.guest.io_errors[:5]:
+            lines.append(f"    {e}")
+        for k, v in self.timings.items():
+            lines.append(f"  {k}: {v:.3f}s")
+        return "\n".join(lines)
+
+
+class Recorder:
+    """Times the steps of one scenario; ``async with rec.step(name):`` records one."""
+
+    def __init__(self, result: ScenarioResult) -> None:
+        self.result = result
+        self.t0 = time.monotonic()
+        result.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    @contextlib.asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[StepRecord]:
+        rec = StepRecord(name=name, start=self.now(), end=0.0, ok=False)
+        self.result.steps.append(rec)
+        try:
+            yield rec
+            rec.ok = True
+        except BaseException as e:
+            rec.detail = rec.detail or f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            rec.end = self.now()
