@@ -1,27 +1,20 @@
-"""A real NBD server for a path: one qemu-storage-daemon process exporting an image.
+"""A real NBD server for a path: one qemu-storage-daemon exporting an image over NBD.
 
 Paths die for real: ``kill()`` SIGKILLs the server (its connections drop mid-I/O),
 ``remove_export()`` asks it over its own QMP monitor to drop the export, and ``start()``
 brings a killed server back on the same socket. Several servers can export the same raw
-image (image locking is off) so that they are two paths to one disk.
+image (image locking is off) so that they are several paths to one disk.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
-import signal
 from pathlib import Path
 
-from qemu.qmp import QMPClient
+from .qsd import StorageDaemon, wait_pid_gone
 
 log = logging.getLogger(__name__)
-
-
-class NbdServerError(Exception):
-    """The NBD server could not be started or controlled."""
 
 
 class NbdServer:
@@ -32,90 +25,45 @@ class NbdServer:
         self.name = name
         self.image = image
         self.export = export
-        self.direct = direct
-        self.dir = workdir / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.socket = self.dir / "nbd.sock"
-        self.qmp_socket = self.dir / "qmp.sock"
-        self.pidfile = self.dir / "qsd.pid"
-        self.log = self.dir / "qsd.log"
-        self.pid: int | None = None
+        self.socket = workdir / name / "nbd.sock"
+        cache = "on" if direct else "off"
+        self.daemon = StorageDaemon(workdir / name, [
+            "--blockdev", f"driver=file,node-name=file0,filename={image},"
+                          f"cache.direct={cache},locking=off,aio=threads",
+            "--blockdev", "driver=raw,node-name=disk0,file=file0",
+            "--nbd-server", f"addr.type=unix,addr.path={self.socket},max-connections=0",
+            "--export", f"type=nbd,id=exp0,node-name=disk0,name={export},writable=on",
+        ])
 
     @property
     def uri(self) -> str:
         return f"nbd+unix:///{self.export}?socket={self.socket}"
 
-    def argv(self) -> list[str]:
-        cache = "on" if self.direct else "off"
-        return [
-            "qemu-storage-daemon",
-            "--blockdev", f"driver=file,node-name=file0,filename={self.image},"
-                          f"cache.direct={cache},locking=off,aio=threads",
-            "--blockdev", "driver=raw,node-name=disk0,file=file0",
-            "--nbd-server", f"addr.type=unix,addr.path={self.socket},max-connections=0",
-            "--export", f"type=nbd,id=exp0,node-name=disk0,name={self.export},writable=on",
-            "--chardev", f"socket,id=mon0,path={self.qmp_socket},server=on,wait=off",
-            "--monitor", "chardev=mon0",
-            "--pidfile", str(self.pidfile),
-            "--daemonize",
-        ]
+    @property
+    def pid(self) -> int | None:
+        return self.daemon.pid
+
+    @property
+    def running(self) -> bool:
+        return self.daemon.pid is not None
 
     async def start(self, timeout: float = 20.0) -> None:
-        """Start the server; returns when its socket accepts (``--daemonize`` returns
-        only after the exports are set up)."""
-        for p in (self.socket, self.qmp_socket, self.pidfile):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-        with self.log.open("ab") as logf:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv(), stdout=logf, stderr=logf, stdin=asyncio.subprocess.DEVNULL)
-            try:
-                rc = await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError as e:
-                proc.kill()
-                raise NbdServerError(f"{self.name}: qemu-storage-daemon did not start "
-                                     f"within {timeout}s") from e
-        if rc != 0:
-            tail = self.log.read_text(errors="replace")[-2000:]
-            raise NbdServerError(f"{self.name}: qemu-storage-daemon exited {rc}: {tail}")
-        self.pid = int(self.pidfile.read_text().strip())
-        log.info("NBD path %s up (pid %d, %s)", self.name, self.pid, self.uri)
+        """Start (or restart) the server on the same socket."""
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()
+        await self.daemon.start(timeout)
+        log.info("NBD path %s up (pid %s, %s)", self.name, self.daemon.pid, self.uri)
 
-    def kill(self) -> None:
-        """SIGKILL the server: the path dies mid-I/O, as an unplugged path does."""
-        if self.pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        log.info("NBD path %s killed (pid %d)", self.name, self.pid)
-        self.pid = None
-
-    async def wait_dead(self, pid: int, timeout: float = 10.0) -> None:
-        """Wait until ``pid`` is gone (pidfd readiness, no polling)."""
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return
-        loop = asyncio.get_running_loop()
-        gone = loop.create_future()
-        loop.add_reader(fd, gone.set_result, None)
-        try:
-            await asyncio.wait_for(gone, timeout)
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
+    async def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the server and wait until it is gone: the path dies mid-I/O."""
+        pid = self.daemon.kill()
+        if pid is not None:
+            log.info("NBD path %s killed (pid %d)", self.name, pid)
+            await wait_pid_gone(pid, timeout)
 
     async def remove_export(self, timeout: float = 10.0) -> None:
-        """Drop the export over the server's own QMP (connections are closed)."""
-        qmp = QMPClient(f"nbd-{self.name}")
-        await asyncio.wait_for(qmp.connect(str(self.qmp_socket)), timeout)
-        try:
-            await qmp.execute("block-export-del", {"id": "exp0", "mode": "hard"})
-        finally:
-            await qmp.disconnect()
+        """Drop the export over the server's own QMP (its connections are closed)."""
+        await self.daemon.qmp("block-export-del", {"id": "exp0", "mode": "hard"}, timeout)
 
     async def stop(self) -> None:
-        pid = self.pid
-        self.kill()
-        if pid is not None:
-            await self.wait_dead(pid)
+        await self.daemon.stop()

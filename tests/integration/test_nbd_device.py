@@ -77,10 +77,7 @@ def test_killed_server_fails_inflight_then_reconnects(tmp_path: Path, image: Pat
         try:
             inflight = [io(dev, Op.WRITE, i * 1 << 20, [Buf(1 << 20, 7)]) for i in range(8)]
             tasks = [asyncio.ensure_future(t) for t in inflight]
-            pid = srv.pid
-            assert pid is not None
-            srv.kill()
-            await srv.wait_dead(pid)
+            await srv.kill()
             sts = await asyncio.gather(*tasks)
             # every request either made it before the kill or failed as a lost path
             assert set(sts) <= {Status.OK, Status.ENOLINK}
