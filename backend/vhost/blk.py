@@ -1,0 +1,340 @@
+"""vhost-user-blk: virtqueue elements in, bios to a BioSink, status bytes and used entries out.
+
+The analogue of QEMU's ``block/export/virtio-blk-handler.c`` plus the export object.
+``VirtioBlkDevice`` pops elements on a kick, decodes them with the pure
+``virtio_blk.decode_request``, and submits a ``Bio`` whose iovecs are the guest's own
+buffers (zero copy). When the bio ends it writes the status byte, pushes the element to
+the used ring (push, not fill/flush: only push keeps the inflight region right for
+reconnect) and notifies the guest, once per completion.
+
+``VhostUserBlkExport`` ties a device to a ``VhostUserServer``: what the daemon and the
+control plane create, start and close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+from backend.blockio import SECTOR_SHIFT, Bio, BioSink, IoVec, Status, iov_from_bytes, iov_slice
+from backend.vhost import libvhost
+from backend.vhost.libvhost import LibVhostUser
+from backend.vhost.server import VhostUserServer
+from backend.vhost.virtio_blk import (
+    OUTHDR_SIZE,
+    SEGMENT_SIZE,
+    T_DISCARD,
+    T_WRITE_ZEROES,
+    BlkGeometry,
+    Rejection,
+    data_iovecs,
+    decode_request,
+    status_address,
+    status_byte,
+)
+from backend.vhost.vudev import VuDevice
+
+log = logging.getLogger(__name__)
+
+_ELEM = struct.Struct("<III4xQQ")  # index, out_num, in_num, in_sg*, out_sg*
+_ELEM_SIZE = _ELEM.size  # 32: vu_queue_pop's sz, no private area
+_IOV = struct.Struct("<QQ")
+_TYPE = struct.Struct("<I")
+_string_at = ctypes.string_at
+_memset = ctypes.memset
+
+
+class _InFlight:
+    """One popped element between submit and completion; its ``end`` is the bio's."""
+
+    __slots__ = ("device", "elem", "generation", "qidx", "status_addr", "used_len", "vq")
+
+    def __init__(self, device: VirtioBlkDevice, qidx: int, vq: int, elem: int,
+                 status_addr: int, used_len: int) -> None:
+        self.device = device
+        self.qidx = qidx
+        self.vq = vq
+        self.elem = elem
+        self.status_addr = status_addr
+        self.used_len = used_len
+        self.generation = device.generation
+
+    def end(self, status: Status) -> None:
+        try:
+            self.device.complete(self, status_byte(status))
+        except BaseException:
+            log.exception("completing a request failed")
+
+
+class VirtioBlkDevice:
+    """virtio-blk request handling for one export, over whatever connection is current."""
+
+    def __init__(
+        self,
+        sink: BioSink,
+        *,
+        writable: bool = True,
+        num_queues: int = 1,
+        serial: str = "",
+        blk_size: int = 512,
+        name: str = "vhost-user-blk",
+        lib: LibVhostUser | None = None,
+    ) -> None:
+        self.sink = sink
+        self.writable = writable
+        self.num_queues = num_queues
+        self.serial = serial.encode()[:20]
+        self.blk_size = blk_size
+        self.log = log.getChild(name)
+        self.lib = lib or libvhost.load()
+        self.geometry = self._geometry()
+        self.generation = 0
+        self.in_flight = 0
+        self.rejected = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._running = False
+        self._vudev: VuDevice | None = None
+        self._dev = 0
+        self._vqs = [0] * num_queues
+        self._started = [False] * num_queues
+        self._cb_queue = libvhost.QueueHandlerCb(self._queue_handler)
+        self._cb_queue_ptr = ctypes.cast(self._cb_queue, ctypes.c_void_p).value
+
+    def _geometry(self) -> BlkGeometry:
+        return BlkGeometry(capacity=self.sink.size_sectors, writable=self.writable,
+                           blk_size=self.blk_size, num_queues=self.num_queues)
+
+    # -- VuDevIface ---------------------------------------------------------------------
+
+    def get_features(self) -> int:
+        return self.geometry.features()
+
+    def set_features(self, features: int) -> None:
+        self.log.debug("features %#x", features)
+
+    def get_protocol_features(self) -> int:
+        # CONFIG is added by the library (we set both config callbacks); INFLIGHT_SHMFD
+        # lets a reconnecting front-end have its in-flight requests resubmitted.
+        return 1 << libvhost.VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD
+
+    def get_config(self, length: int) -> bytes:
+        # Re-read the size: the sink's table may have been reloaded since the last look.
+        self.geometry = self._geometry()
+        return self.geometry.config(length)
+
+    def set_config(self, data: bytes, offset: int, flags: int) -> bool:
+        self.log.info("guest wrote %d config bytes at %d: not writable", len(data), offset)
+        return False
+
+    def queue_set_started(self, vudev: VuDevice, qidx: int, started: bool) -> None:
+        if qidx >= self.num_queues:
+            self.log.warning("queue %d started but only %d offered", qidx, self.num_queues)
+            return
+        if not self._running:
+            self._attach(vudev)
+        vq = vudev.get_queue(qidx)
+        self._vqs[qidx] = vq
+        self._started[qidx] = started
+        self.lib.vu_set_queue_handler(self._dev, vq, self._cb_queue_ptr if started else None)
+        self.log.debug("queue %d %s", qidx, "started" if started else "stopped")
+
+    # -- ServedDevice -------------------------------------------------------------------
+
+    def _attach(self, vudev: VuDevice) -> None:
+        self._vudev = vudev
+        self._dev = vudev.ptr
+        self._running = True
+        self.generation += 1
+
+    def connection_lost(self) -> None:
+        self._running = False
+        for qidx, vq in enumerate(self._vqs):
+            if vq and self._started[qidx]:
+                self.lib.vu_set_queue_handler(self._dev, vq, None)
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+        # The server unmaps the rings next: late completions must not touch them.
+        self.generation += 1
+        self._vqs = [0] * self.num_queues
+        self._started = [False] * self.num_queues
+
+    # -- request path -------------------------------------------------------------------
+
+    def _queue_handler(self, _dev: int, qidx: int) -> None:
+        try:
+            self.process_queue(qidx)
+        except BaseException:
+            self.log.exception("processing queue %d failed", qidx)
+
+    def process_queue(self, qidx: int) -> None:
+        """Pop and start every available request of queue ``qidx`` (called on a kick)."""
+        pop = self.lib.vu_queue_pop
+        dev = self._dev
+        vq = self._vqs[qidx]
+        while self._running and self._started[qidx]:
+            elem = pop(dev, vq, _ELEM_SIZE)
+            if not elem:
+                return
+            try:
+                self._start(qidx, vq, elem)
+            except BaseException:
+                # The element may be half-handled: fail it rather than lose it.
+                self.log.exception("request on queue %d failed to start", qidx)
+                self._finish(vq, elem, 0)
+
+    def _start(self, qidx: int, vq: int, elem: int) -> None:
+        _index, out_num, in_num, in_sg_addr, out_sg_addr = _ELEM.unpack(
+            _string_at(elem, _ELEM_SIZE))
+        if out_sg_addr == in_sg_addr + 16 * in_num:
+            iovs = list(_IOV.iter_unpack(_string_at(in_sg_addr, 16 * (in_num + out_num))))
+            in_sg: list[IoVec] = iovs[:in_num]
+            out_sg: list[IoVec] = iovs[in_num:]
+        else:
+            in_sg = list(_IOV.iter_unpack(_string_at(in_sg_addr, 16 * in_num)))
+            out_sg = list(_IOV.iter_unpack(_string_at(out_sg_addr, 16 * out_num)))
+        out_len = sum(ln for _, ln in out_sg) if out_num != 1 else out_sg[0][1]
+        in_len = sum(ln for _, ln in in_sg) if in_num != 1 else in_sg[0][1]
+        head = _read_head(out_sg, out_len, OUTHDR_SIZE)
+        if len(head) == OUTHDR_SIZE and _TYPE.unpack_from(head)[0] in (T_DISCARD,
+                                                                       T_WRITE_ZEROES):
+            head = _read_head(out_sg, out_len, OUTHDR_SIZE + SEGMENT_SIZE)
+        request = decode_request(head, out_len, in_len, self.geometry)
+        if isinstance(request, Rejection):
+            self._reject(vq, elem, request, in_sg)
+            return
+        status_addr = status_address(in_sg)
+        if request.op is None:  # GET_ID: answered here, the serial is ours
+            serial = self.serial[:request.data_len].ljust(request.data_len, b"\0")
+            iov_from_bytes(iov_slice(in_sg, 0, request.data_len), serial)
+            _memset(status_addr, 0, 1)
+            self._finish(vq, elem, request.used_len)
+            return
+        inflight = _InFlight(self, qidx, vq, elem, status_addr, request.used_len)
+        bio = Bio(request.op, request.sector, request.nr_sectors,
+                  data_iovecs(request, out_sg, in_sg), inflight.end)
+        bio.private = inflight
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            self.sink.submit_bio(bio)
+        except BaseException:
+            self.log.exception("submit_bio(%r) raised", bio)
+            inflight.end(Status.EIO)
+
+    def _reject(self, vq: int, elem: int, rejection: Rejection, in_sg: list[IoVec]) -> None:
+        self.rejected += 1
+        self.log.warning("rejected a request: %s", rejection.reason)
+        if rejection.status is not None:
+            _memset(status_address(in_sg), rejection.status, 1)
+        self._finish(vq, elem, rejection.used_len)
+
+    def complete(self, inflight: _InFlight, status: int) -> None:
+        """The bio of ``inflight`` ended: status byte, used ring, notify (loop thread)."""
+        elem = inflight.elem
+        if not elem:
+            self.log.error("a request completed twice; ignored the second completion")
+            return
+        inflight.elem = 0
+        self.in_flight -= 1
+        if inflight.generation != self.generation or not self._started[inflight.qidx]:
+            # Its rings are gone (memory unmapped, or the front-end stopped the queue):
+            # pushing would write into memory that is no longer a ring. The inflight
+            # region still lists it; a reconnecting front-end resubmits it.
+            self.log.warning("a request completed after its queue stopped: not pushed")
+            self.lib.free(elem)
+        else:
+            # Also while draining after a disconnect: the rings are still mapped, and a
+            # push keeps the inflight region exact for the next connection.
+            _memset(inflight.status_addr, status, 1)
+            self._finish(inflight.vq, elem, inflight.used_len)
+        if self.in_flight == 0:
+            self._idle.set()
+
+    def _finish(self, vq: int, elem: int, used_len: int) -> None:
+        """Push ``elem`` with ``used_len`` bytes written, notify the guest, free it."""
+        lib, dev = self.lib, self._dev
+        lib.vu_queue_push(dev, vq, elem, used_len)
+        lib.vu_queue_notify(dev, vq)
+        lib.free(elem)
+
+
+def _read_head(out_sg: list[IoVec], out_len: int, want: int) -> bytes:
+    """The first ``min(want, out_len)`` bytes of the out side, gathered if split."""
+    n = min(want, out_len)
+    if not out_sg:
+        return b""
+    base, length = out_sg[0]
+    if length >= n:
+        return _string_at(base, n)
+    return b"".join(_string_at(b, ln) for b, ln in iov_slice(out_sg, 0, n))
+
+
+class VhostUserBlkExport:
+    """A BioSink served as a vhost-user-blk disk on a unix socket.
+
+    Create it on the daemon's loop, ``start()`` it, ``await close()`` it. The callbacks
+    run on the loop when a front-end connects or has gone (after its requests drained).
+    """
+
+    def __init__(
+        self,
+        export_id: str,
+        sink: BioSink,
+        socket_path: str | Path,
+        *,
+        num_queues: int = 1,
+        writable: bool = True,
+        serial: str = "",
+        loop: asyncio.AbstractEventLoop | None = None,
+        on_connected: Callable[[str], None] | None = None,
+        on_disconnected: Callable[[str], None] | None = None,
+    ) -> None:
+        self.id = export_id
+        self.sink = sink
+        self.socket_path = Path(socket_path)
+        self.num_queues = num_queues
+        self.writable = writable
+        self.serial = serial
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self.device = VirtioBlkDevice(sink, writable=writable, num_queues=num_queues,
+                                      serial=serial, name=export_id)
+        self.server = VhostUserServer(
+            self.socket_path, self.device, max_queues=num_queues, loop=loop,
+            on_connected=self._connected, on_disconnected=self._disconnected,
+            name=export_id,
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self.server.connected
+
+    @property
+    def size_bytes(self) -> int:
+        return self.sink.size_sectors << SECTOR_SHIFT
+
+    def start(self) -> None:
+        """Listen for a front-end; raises VhostUserError if the socket path is in use."""
+        self.server.start()
+
+    def disconnect(self) -> None:
+        """Drop the current front-end (a reconnect=1 front-end comes back by itself)."""
+        self.server.disconnect()
+
+    async def close(self, drain_timeout: float | None = 30.0) -> None:
+        """Stop serving: the front-end is dropped after its requests drain."""
+        await self.server.close(drain_timeout)
+
+    def _connected(self) -> None:
+        if self._on_connected:
+            self._on_connected(self.id)
+
+    def _disconnected(self) -> None:
+        if self._on_disconnected:
+            self._on_disconnected(self.id)
