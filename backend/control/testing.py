@@ -1,0 +1,167 @@
+"""Running vudm daemons for tests and scenarios, and talking to them with qemu.qmp.
+
+Two ways to get a daemon:
+
+- :func:`in_process` runs a :class:`~.serve.VudmServer` on the caller's loop (unit
+  tests: no subprocess, the daemon's objects are reachable);
+- :class:`DaemonProcess` runs ``vudm serve`` as a subprocess with its QMP socket in a
+  directory of the caller's choosing, waits for its ready line (never a sleep), and stops
+  it with ``quit`` or SIGTERM (integration tests, scenarios, avocado).
+
+Both hand out negotiated ``qemu.qmp.QMPClient`` objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from qemu.qmp import ExecuteError, QMPClient
+
+from .config import Config
+from .errors import ClientError
+from .serve import READY, VudmServer
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
+    """``asyncio.run`` with a hard deadline, so no test can hang its suite."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+@asynccontextmanager
+async def in_process(sock_dir: Path, config: Config | None = None
+                     ) -> AsyncIterator[tuple[VudmServer, QMPClient]]:
+    """A VudmServer on ``sock_dir/qmp.sock`` in this loop, and a client of it."""
+    async with VudmServer(sock_dir / "qmp.sock", config) as server:
+        client = QMPClient("test")
+        await client.connect(str(server.qmp_path))
+        try:
+            yield server, client
+        finally:
+            await client.disconnect()
+
+
+async def error_of(client: QMPClient, cmd: str,
+                   arguments: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Run a command that must fail; its QMP error (class, desc)."""
+    try:
+        result = await client.execute(cmd, arguments)
+    except ExecuteError as e:
+        return e.error_class, e.error.error.desc
+    raise AssertionError(f"{cmd} {arguments} succeeded: {result!r}")
+
+
+class DaemonProcess:
+    """``vudm serve`` in a subprocess, with its QMP socket in ``sock_dir``.
+
+    ``async with DaemonProcess(tmp) as d:`` returns once the daemon printed its ready
+    line; ``d.client()`` opens a negotiated QMPClient; leaving the block sends ``quit``
+    (SIGTERM if that fails, SIGKILL as the last resort) and waits for the exit.
+    stderr (the daemon's log) goes to ``log_path``.
+    """
+
+    def __init__(self, sock_dir: Path, *, config: Path | None = None,
+                 log_path: Path | None = None, ready_timeout: float = 30.0,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.sock_dir = Path(sock_dir)
+        self.qmp_path = self.sock_dir / "qmp.sock"
+        self.config = config
+        self.log_path = log_path or self.sock_dir / "vudm.log"
+        self.ready_timeout = ready_timeout
+        self.extra_args = extra_args
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ready_line = ""
+
+    @property
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "backend.control.cli", "serve",
+                "--qmp", str(self.qmp_path)]
+        if self.config is not None:
+            argv += ["--config", str(self.config)]
+        return argv + list(self.extra_args)
+
+    async def start(self) -> None:
+        """Spawn the daemon and wait for its ready line; ClientError if it dies first."""
+        self.sock_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdout=asyncio.subprocess.PIPE, stderr=log,
+                stdin=asyncio.subprocess.DEVNULL, cwd=_repo_root())
+        assert self.proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), self.ready_timeout)
+        except TimeoutError:
+            await self.kill()
+            raise ClientError(f"vudm serve: no ready line in {self.ready_timeout}s;"
+                              f" see {self.log_path}") from None
+        self.ready_line = line.decode().strip()
+        if not self.ready_line.startswith(READY):
+            code = await self.proc.wait()
+            raise ClientError(f"vudm serve exited with {code} before ready:"
+                              f" {_tail(self.log_path)}")
+
+    @asynccontextmanager
+    async def client(self, name: str = "test") -> AsyncIterator[QMPClient]:
+        """A negotiated QMPClient of this daemon."""
+        client = QMPClient(name)
+        await client.connect(str(self.qmp_path))
+        try:
+            yield client
+        finally:
+            await client.disconnect()
+
+    async def stop(self, timeout: float = 15.0) -> int:
+        """Ask the daemon to quit and wait; escalate to SIGTERM, then SIGKILL."""
+        if self.proc is None:
+            return 0
+        if self.proc.returncode is None:
+            with contextlib.suppress(Exception):
+                async with self.client("stop") as c:
+                    await c.execute("quit")
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(self.proc.wait(), timeout)
+                except TimeoutError:
+                    await self.kill()
+        return await self.proc.wait()
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def __aenter__(self) -> DaemonProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+
+def _repo_root() -> str:
+    return os.fspath(Path(__file__).resolve().parents[2])
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text().splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
