@@ -1,0 +1,316 @@
+"""The I/O path of one mapped device: bios in, clones to targets, one status back.
+
+This is dm.c's bio side: ``submit_bio`` (dm_submit_bio), splitting into DmIo pieces,
+``__map_bio``, ``clone_endio``, ``dm_io_dec_pending``/``dm_io_complete``, the deferred,
+pushback and requeue lists and the workers that drain them. The state machine that sets
+``block_io`` and ``noflush`` lives in :mod:`backend.dm.mapped_device`.
+
+Everything runs on the daemon's event loop. Nothing here raises: a failure is a status.
+Devices may complete synchronously (inside ``submit``), so every step finishes its own
+bookkeeping before handing control to code that may call back in; follow-up work
+(deferred reissue, rewinding requeued pieces) is scheduled with ``call_soon``.
+
+``inflight`` counts DmIo (mapped units), like the kernel's ``md->pending``: a suspend
+waits for it to reach zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from backend.blockio import SECTOR_SHIFT, Bio, Op, Status, iov_length, iov_slice
+from backend.dm.clone import Clone
+from backend.dm.io import DmIo, SplitOriginal, merge_status
+from backend.dm.split import split_ranges
+from backend.dm.table import Table
+from backend.dm.target import EndIo, MapResult
+
+_REQUEUES = (Status.REQUEUE, Status.DELAY_REQUEUE)
+
+
+class IoPath:
+    """Moves bios through the live table; owned by a MappedDevice."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.log = logger
+        self.table: Table | None = None
+        self.block_io = False
+        """DMF_BLOCK_IO: new I/O waits on the deferred list."""
+        self.noflush = False
+        """DMF_NOFLUSH_SUSPENDING: a REQUEUE is pushed back instead of failed."""
+        self.removed = False
+        self.inflight = 0
+        self.deferred: deque[Bio] = deque()
+        self.pushback: list[Bio] = []
+        self.requeue: list[DmIo] = []
+        self._idle: asyncio.Event | None = None
+        self._drain_scheduled = False
+        self._requeue_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- entry points --------------------------------------------------------------
+
+    def submit_bio(self, bio: Bio) -> None:
+        """Map ``bio`` now, or queue it on the deferred list (suspended, no table yet, or
+        behind I/O already deferred, so that order is kept)."""
+        if self.removed:
+            self._end(bio, Status.EIO)
+        elif self.block_io or self.table is None or self.deferred:
+            self.queue_io(bio)
+        else:
+            self._process(bio, self.table)
+
+    def queue_io(self, bio: Bio) -> None:
+        """Append to the deferred list and make sure the worker will look at it."""
+        self.deferred.append(bio)
+        self.kick()
+
+    def kick(self) -> None:
+        """Schedule the deferred worker if I/O may flow (not blocked, a table is live)."""
+        if (self.deferred and not self._drain_scheduled and not self.block_io
+                and self.table is not None):
+            self._drain_scheduled = True
+            self._soon(self._drain)
+
+    def merge_pushback(self) -> None:
+        """seed 001: merge the pushback list into the head of the deferred list."""
+        self.deferred.extendleft(reversed(self.pushback))
+        self.pushback.clear()
+
+    def fail_queued(self, status: Status) -> None:
+        """End everything waiting on the deferred and pushback lists (device removal)."""
+        self.merge_pushback()
+        while self.deferred:
+            self._end(self.deferred.popleft(), status)
+
+    async def wait_idle(self) -> None:
+        """Return when nothing is in flight."""
+        while self.inflight:
+            self._idle = asyncio.Event()
+            try:
+                await self._idle.wait()
+            finally:
+                self._idle = None
+
+    # --- workers -------------------------------------------------------------------
+
+    def _soon(self, work: Callable[[], None]) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is None:  # no loop at all (synchronous use): do it now
+                work()
+                return
+        self._loop.call_soon(work)
+
+    def _drain(self) -> None:
+        """dm_wq_work: reissue deferred I/O in order while I/O is not blocked."""
+        self._drain_scheduled = False
+        while self.deferred and not self.block_io and self.table is not None:
+            self._process(self.deferred.popleft(), self.table)
+
+    def _requeue_work(self) -> None:
+        """seed 003: rewind each parked piece into a clone of exactly its range, then
+        requeue that like any other I/O (stage two)."""
+        self._requeue_scheduled = False
+        ios, self.requeue = self.requeue, []
+        for io in ios:
+            piece = io.rewind()
+            self._requeue_or_fail(piece)
+
+    # --- mapping -------------------------------------------------------------------
+
+    def _process(self, bio: Bio, table: Table) -> None:
+        if bio.op is Op.FLUSH or bio.preflush:
+            self._start_flush(bio, table)
+            return
+        if not self._valid(bio, table):
+            self._end(bio, Status.EIO)
+            return
+        if bio.nr_sectors == 0:
+            self._end(bio, Status.OK)
+            return
+        pieces = split_ranges(table, bio.sector, bio.nr_sectors)
+        if len(pieces) == 1:
+            self._start_io(DmIo(bio, pieces[0][0], 0, bio.nr_sectors))
+            return
+        chain = SplitOriginal(bio, len(pieces))
+        for target, sector, count in pieces:
+            self._start_io(DmIo(bio, target, sector - bio.sector, count, chain=chain))
+
+    def _valid(self, bio: Bio, table: Table) -> bool:
+        end = bio.sector + bio.nr_sectors
+        ok = bio.sector >= 0 and bio.nr_sectors >= 0 and end <= table.size_sectors
+        if ok and bio.op.has_data and iov_length(bio.iovecs) != bio.nbytes:
+            ok = False
+        if not ok:
+            self.log.warning("%r rejected: outside the device or buffers of the wrong size", bio)
+        return ok
+
+    def _start_io(self, io: DmIo) -> None:
+        """Map one piece: one clone, or num_discard/write_zeroes_bios copies."""
+        target, orig = io.target, io.orig
+        assert target is not None
+        self.inflight += 1
+        copies = 1
+        if orig.op is Op.DISCARD:
+            copies = target.num_discard_bios
+        elif orig.op is Op.WRITE_ZEROES:
+            copies = target.num_write_zeroes_bios
+        if copies == 0:
+            # __process_abnormal_io: a target that cannot do it gets EOPNOTSUPP unasked.
+            io.status = Status.EOPNOTSUPP
+        iovecs = orig.iovecs
+        if not orig.op.has_data:
+            iovecs = []
+        elif io.was_split:
+            iovecs = iov_slice(orig.iovecs, io.offset << SECTOR_SHIFT, io.sectors << SECTOR_SHIFT)
+        sector = orig.sector + io.offset
+        for nr in range(copies):
+            clone = Clone(self, io, target, orig.op, sector, io.sectors, iovecs,
+                          target_bio_nr=nr, fua=orig.fua)
+            io.pending += 1
+            self._map(clone)
+        self._io_dec(io, Status.OK)  # the submission reference
+
+    def _start_flush(self, bio: Bio, table: Table) -> None:
+        """seed 004: an empty flush to every target, num_flush_bios times each."""
+        io = DmIo(bio, None, 0, 0, flush=True)
+        self.inflight += 1
+        for target in table.targets:
+            for nr in range(target.num_flush_bios):
+                clone = Clone(self, io, target, Op.FLUSH, target.begin, 0, [], target_bio_nr=nr)
+                io.pending += 1
+                self._map(clone)
+        self._io_dec(io, Status.OK)
+
+    def _map(self, clone: Clone) -> None:
+        """__map_bio."""
+        try:
+            result = clone.target.map(clone)
+        except Exception:
+            self.log.exception("%r: map(%r) raised; failing it", clone.target, clone)
+            result = MapResult.KILL
+        if result is MapResult.REMAPPED:
+            self.issue_clone(clone)
+        elif result is MapResult.SUBMITTED:
+            return
+        else:
+            # KILL and REQUEUE skip end_io, as in the kernel.
+            clone.ended = True
+            self._io_dec(clone.io, Status.EIO if result is MapResult.KILL else Status.REQUEUE)
+
+    # --- CloneOwner: what Clone.issue / Clone.end call --------------------------------
+
+    def issue_clone(self, clone: Clone) -> None:
+        """Submit a remapped clone to its device; the device's status goes to end_io."""
+        device = clone.device
+        if device is None:
+            self.log.error("%r: %r issued without a device", clone.target, clone)
+            self.clone_endio(clone, Status.EIO)
+            return
+
+        def done(status: Status) -> None:
+            if clone.fua and status is Status.OK and clone.op is Op.WRITE:
+                # FUA emulated as the block layer does without it: the write, then a flush.
+                device.submit(Op.FLUSH, 0, 0, [], lambda st: self.clone_endio(clone, st))
+            else:
+                self.clone_endio(clone, status)
+
+        data = clone.op.has_data
+        try:
+            device.submit(clone.op, clone.sector << SECTOR_SHIFT,
+                          clone.nbytes if clone.op is not Op.FLUSH else 0,
+                          clone.iovecs if data else [], done)
+        except Exception:
+            self.log.exception("%s: submit raised; failing %r", device.name, clone)
+            self.clone_endio(clone, Status.EIO)
+
+    def clone_endio(self, clone: Clone, status: Status) -> None:
+        """clone_endio: let the target look, then account the clone to its DmIo."""
+        if clone.ended:
+            self.log.error("%r ended twice (now %s); ignored", clone, status.name)
+            return
+        if status in _REQUEUES:
+            status = Status.REQUEUE
+        try:
+            result = clone.target.end_io(clone, status)
+        except Exception:
+            self.log.exception("%r: end_io(%r) raised; failing it", clone.target, clone)
+            result = Status.EIO
+        if result is EndIo.INCOMPLETE:
+            return  # the target took it back and will issue or end it again
+        if result is EndIo.REQUEUE:
+            status = Status.REQUEUE
+        elif isinstance(result, Status):
+            status = Status.REQUEUE if result in _REQUEUES else result
+        clone.ended = True
+        self._io_dec(clone.io, status)
+
+    # --- completion ----------------------------------------------------------------
+
+    def _io_dec(self, io: DmIo, status: Status) -> None:
+        """dm_io_dec_pending."""
+        io.status = merge_status(io.status, status, flush=io.flush, noflush=self.noflush)
+        io.pending -= 1
+        if io.pending == 0:
+            self._io_complete(io)
+
+    def _io_complete(self, io: DmIo) -> None:
+        """dm_io_complete: pushback, requeue, EIO or done, once per DmIo."""
+        orig = io.orig
+        if io.status is Status.REQUEUE:
+            if io.flush:
+                self.inflight_done()
+                # seed 004: a requeued flush is retried (through the deferred list, so
+                # nothing starts after suspend); pushed back during a noflush suspend.
+                if self.noflush:
+                    self.pushback.append(orig)
+                else:
+                    self.queue_io(orig)
+                return
+            if io.was_split:
+                # seed 003 stage one: park the piece (still in flight); a worker rewinds it.
+                self.requeue.append(io)
+                if not self._requeue_scheduled:
+                    self._requeue_scheduled = True
+                    self._soon(self._requeue_work)
+                return
+            self._requeue_or_fail(orig)
+            return
+        self.inflight_done()
+        if io.flush and orig.op is not Op.FLUSH and io.status is Status.OK:
+            # The preflush is done: the request itself, without the flush flag.
+            self.queue_io(Bio(orig.op, orig.sector, orig.nr_sectors, orig.iovecs, orig.end,
+                              fua=orig.fua))
+            return
+        try:
+            io.finish(io.status)
+        except Exception:
+            self.log.exception("completion of %r raised", io)
+
+    def _requeue_or_fail(self, bio: Bio) -> None:
+        """Second stage of a REQUEUE of a counted DmIo: pushback while noflush is set,
+        else EIO; either way it stops being in flight."""
+        if self.noflush:
+            # seed 001: parked on the pushback list, merged into deferred when idle.
+            self.pushback.append(bio)
+            self.inflight_done()
+            return
+        self.inflight_done()
+        # seed 001: a REQUEUE outside a noflush suspend (or after one was interrupted) is EIO.
+        self._end(bio, Status.EIO)
+
+    def inflight_done(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0 and self._idle is not None:
+            self._idle.set()
+
+    def _end(self, bio: Bio, status: Status) -> None:
+        try:
+            bio.end(status)
+        except Exception:
+            self.log.exception("completion of %r raised", bio)

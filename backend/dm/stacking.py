@@ -1,0 +1,56 @@
+"""A mapped device seen as a BlockDevice, so another table can map onto it (``dm:NAME``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from backend.blockio import SECTOR_SHIFT, SECTOR_SIZE, Bio, Completion, IoVec, Op, Status
+
+if TYPE_CHECKING:
+    from backend.dm.mapped_device import MappedDevice
+
+
+class MappedBlockDevice:
+    """BlockDevice over a MappedDevice; holds the device open until ``close``."""
+
+    def __init__(self, md: MappedDevice, read_only: bool = False) -> None:
+        self.md = md
+        self._read_only = read_only
+        self._open = True
+        md.open()
+
+    @property
+    def name(self) -> str:
+        return f"dm:{self.md.name}"
+
+    @property
+    def size(self) -> int:
+        return self.md.size_sectors << SECTOR_SHIFT
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    def submit(
+        self, op: Op, offset: int, length: int, iovecs: Sequence[IoVec], done: Completion
+    ) -> None:
+        """Turn the byte request into a bio on the mapped device (never raises)."""
+        if offset % SECTOR_SIZE or length % SECTOR_SIZE:
+            done(Status.EINVAL)
+            return
+        if self._read_only and op in (Op.WRITE, Op.DISCARD, Op.WRITE_ZEROES):
+            done(Status.EROFS)
+            return
+        self.md.submit_bio(
+            Bio(op, offset >> SECTOR_SHIFT, length >> SECTOR_SHIFT, iovecs, done)
+        )
+
+    def close(self) -> None:
+        """Drop the open count taken at construction (idempotent)."""
+        if self._open:
+            self._open = False
+            self.md.close()
+
+    def __repr__(self) -> str:
+        return f"<MappedBlockDevice {self.name}>"

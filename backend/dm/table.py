@@ -1,0 +1,171 @@
+"""Tables: dmsetup text in, constructed targets out, and back to text.
+
+``parse_table(text, resolve)`` reads ``<start> <length> <type> <args...>`` lines
+(``#`` comment lines and blank lines are ignored), checks they are contiguous from
+sector 0 with positive lengths, and constructs every target. Any failure rejects the
+whole table with a TableError naming the line and the reason (like ``ti->error``), after
+destroying (``dtr``) the targets already constructed. ``Table.status(TABLE)`` prints
+lines that parse back to the same table.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from typing import Protocol
+
+from backend.blockio import BlockDevice
+from backend.dm import registry
+from backend.dm.args import parse_uint
+from backend.dm.target import DeviceResolver, StatusType, Target
+from backend.errors import StateError, TableError
+
+log = logging.getLogger(__name__)
+
+
+class TableOwner(Protocol):
+    """The mapped device a table is loaded into, as its targets see it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def raise_table_event(self, reason: str) -> None: ...
+
+    def noflush_suspending(self) -> bool: ...
+
+    def suspended(self) -> bool: ...
+
+
+class TableContext:
+    """The TargetContext every target of one table shares; bound at ``load``."""
+
+    def __init__(self) -> None:
+        self.owner: TableOwner | None = None
+
+    @property
+    def device_name(self) -> str:
+        return self.owner.name if self.owner is not None else "(unbound)"
+
+    def table_event(self, reason: str) -> None:
+        if self.owner is None:
+            log.info("table event on an unbound table dropped: %s", reason)
+            return
+        self.owner.raise_table_event(reason)
+
+    def noflush_suspending(self) -> bool:
+        return self.owner is not None and self.owner.noflush_suspending()
+
+    def suspended(self) -> bool:
+        return self.owner is not None and self.owner.suspended()
+
+
+class Table:
+    """An ordered, contiguous list of constructed targets."""
+
+    def __init__(self, targets: list[Target], context: TableContext) -> None:
+        self.targets = tuple(targets)
+        self.context = context
+        self._begins = [t.begin for t in targets]
+        self._destroyed = False
+
+    @property
+    def size_sectors(self) -> int:
+        return self.targets[-1].end if self.targets else 0
+
+    def find_target(self, sector: int) -> Target:
+        """The target covering ``sector`` (which must be inside the table)."""
+        return self.targets[bisect.bisect_right(self._begins, sector) - 1]
+
+    def bind(self, owner: TableOwner) -> None:
+        """Attach the table to the device it is loaded into (once)."""
+        if self.context.owner is not None and self.context.owner is not owner:
+            raise StateError("load", f"table already loaded into {self.context.owner.name}",
+                             "an unused table")
+        self.context.owner = owner
+
+    def status(self, kind: StatusType) -> str:
+        """dmsetup status/table text: one ``<start> <length> <type> <text>`` line each."""
+        lines = []
+        for t in self.targets:
+            text = t.status(kind)
+            lines.append(f"{t.begin} {t.length} {t.type_name}" + (f" {text}" if text else ""))
+        return "\n".join(lines)
+
+    def devices(self) -> list[BlockDevice]:
+        """Every device the targets map onto, in table order, without repeats."""
+        seen: dict[int, BlockDevice] = {}
+        for t in self.targets:
+            for dev in t.iterate_devices():
+                seen.setdefault(id(dev), dev)
+        return list(seen.values())
+
+    def destroy(self) -> None:
+        """dtr every target, last first; idempotent."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        _destroy(list(self.targets))
+
+    def __repr__(self) -> str:
+        return f"<Table {len(self.targets)} targets, {self.size_sectors} sectors>"
+
+
+def _destroy(targets: list[Target]) -> None:
+    for t in reversed(targets):
+        try:
+            t.dtr()
+        except Exception:  # a dtr bug must not hide the table error being reported
+            log.exception("dtr of %r failed", t)
+
+
+def parse_table(text: str, resolve: DeviceResolver) -> Table:
+    """Parse and construct a whole table; TableError(reason, line) rejects it as a whole."""
+    context = TableContext()
+    targets: list[Target] = []
+    try:
+        for lineno, raw in enumerate(text.splitlines(), start=1):
+            words = raw.split()
+            if not words or words[0].startswith("#"):
+                continue
+            targets.append(_construct(words, lineno, targets, context, resolve))
+        if not targets:
+            raise TableError("table has no targets")
+    except BaseException:
+        _destroy(targets)
+        raise
+    return Table(targets, context)
+
+
+def _construct(
+    words: list[str],
+    lineno: int,
+    previous: list[Target],
+    context: TableContext,
+    resolve: DeviceResolver,
+) -> Target:
+    """One line: check its place in the table, then build and ctr its target."""
+    try:
+        if len(words) < 3:
+            raise TableError("expected <start> <length> <type> [args...]")
+        start = parse_uint(words[0], "start sector")
+        length = parse_uint(words[1], "length", minimum=1)
+        expected = previous[-1].end if previous else 0
+        if start > expected:
+            raise TableError(f"gap in table: target starts at {start}, previous ends at {expected}")
+        if start < expected:
+            raise TableError(
+                f"target overlaps the previous one: starts at {start}, previous ends at {expected}"
+            )
+        cls = registry.lookup(words[2])
+        target = cls(context, start, length, resolve)
+        try:
+            target.ctr(words[3:])
+        except TableError:
+            raise
+        except Exception as exc:  # a ctr bug still names the line
+            raise TableError(f"{words[2]}: constructor failed: {exc!r}") from exc
+        return target
+    except TableError as exc:
+        if exc.line:
+            raise
+        raise TableError(exc.reason, lineno) from exc

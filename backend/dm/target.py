@@ -1,0 +1,220 @@
+"""The target protocol, modelled on the kernel's ``struct target_type``.
+
+A target type is a subclass of :class:`Target` registered by name (see
+:mod:`backend.dm.registry`). The table parser builds one instance per table line with
+``cls(context, begin, length, resolve)`` and then calls :meth:`Target.ctr` with the line's
+arguments. Policy (pushback, noflush, splitting, flush fan-out) lives in the core: a
+target only answers ``MapResult`` / ``EndIo`` values and says REQUEUE when it wants an
+I/O back.
+
+Life cycle and hooks, in the order the core calls them::
+
+    ctr(args)          validate, raise TableError(reason) (the parser adds the line)
+    preresume()        may refuse (raise) before the table goes live
+    resume()
+    map(clone)         -> MapResult            (I/O path: never raise)
+    end_io(clone, st)  -> EndIo | Status       (I/O path: never raise)
+    presuspend()       may be a coroutine; noflush_suspending() tells which kind
+    presuspend_undo()  suspend was interrupted or failed (default: resume())
+    postsuspend()      may be a coroutine
+    dtr()
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, Protocol
+
+from backend.blockio import SECTOR_SHIFT, BlockDevice, Status
+from backend.dm.clone import Clone
+from backend.errors import DeviceError, TableError, VudmError
+
+DeviceResolver = Callable[[str], BlockDevice]
+"""Turns a device name from a table line into a BlockDevice; raises DeviceError."""
+
+
+class MapResult(enum.Enum):
+    """What ``map`` did with a clone (the kernel's DM_MAPIO_*)."""
+
+    REMAPPED = "remapped"
+    """The target called ``clone.remap(dev, sector)``; the core submits the clone."""
+    SUBMITTED = "submitted"
+    """The target owns the clone and will ``clone.issue()`` or ``clone.end(status)``."""
+    KILL = "kill"
+    """Fail the clone with EIO now (end_io is not called)."""
+    REQUEUE = "requeue"
+    """Hand the I/O back: pushback during a noflush suspend, EIO otherwise."""
+    DELAY_REQUEUE = "delay_requeue"
+    """Same as REQUEUE for this core (bio-based dm treats them alike)."""
+
+
+class EndIo(enum.Enum):
+    """What ``end_io`` decided (the kernel's DM_ENDIO_*).
+
+    ``end_io`` may also return a :class:`Status`: DONE with that status instead.
+    """
+
+    DONE = "done"
+    """Complete the clone with the status it came with."""
+    INCOMPLETE = "incomplete"
+    """The target took the clone back and will issue or end it again (e.g. retry on
+    another path)."""
+    REQUEUE = "requeue"
+    """Hand the I/O back, as MapResult.REQUEUE."""
+
+
+EndIoResult = EndIo | Status
+
+
+class StatusType(enum.Enum):
+    """Which status text: runtime state (dmsetup status) or the table arguments."""
+
+    INFO = "info"
+    TABLE = "table"
+
+
+class MessageError(VudmError):
+    """A target (or the core) refused a message; ``errno`` says how (EINVAL, EBUSY...)."""
+
+    def __init__(self, reason: str, errno: Status = Status.EINVAL) -> None:
+        self.reason = reason
+        self.errno = errno
+        super().__init__(f"{reason} ({errno.name})")
+
+
+class TargetContext(Protocol):
+    """What a target may ask of the mapped device it belongs to.
+
+    A table that is not (yet) loaded into a device answers "not suspending" and
+    drops table events with a log line.
+    """
+
+    @property
+    def device_name(self) -> str: ...
+
+    def table_event(self, reason: str) -> None:
+        """dm_table_event: the device's event number rises and listeners are told."""
+        ...
+
+    def noflush_suspending(self) -> bool:
+        """dm_noflush_suspending: a noflush suspend is in progress (REQUEUE = pushback)."""
+        ...
+
+    def suspended(self) -> bool:
+        """dm_suspended: the device is suspended."""
+        ...
+
+
+class Target(abc.ABC):
+    """Base class of every target type; subclasses implement ``ctr``, ``map``, ``status``.
+
+    ``num_flush_bios`` empty flushes go to the target for every flush (0: none);
+    ``num_discard_bios`` / ``num_write_zeroes_bios`` copies of each DISCARD / WRITE_ZEROES
+    piece (0: the core fails them with EOPNOTSUPP without asking); ``max_io_len``
+    (sectors, 0 = no limit) makes the core split I/O at multiples of it, counted from the
+    target's start. Set them as instance attributes in ``ctr`` when they depend on args.
+    """
+
+    type_name: ClassVar[str] = ""
+    """The table name, set by ``@register``."""
+
+    num_flush_bios: int = 1
+    num_discard_bios: int = 0
+    num_write_zeroes_bios: int = 0
+    max_io_len: int = 0
+
+    def __init__(
+        self, context: TargetContext, begin: int, length: int, resolve: DeviceResolver
+    ) -> None:
+        self.context = context
+        self.begin = begin
+        self.length = length
+        self._resolve = resolve
+        self._devices: list[BlockDevice] = []
+        self.log = logging.getLogger(type(self).__module__)
+
+    # --- construction ---------------------------------------------------------------
+
+    def ctr(self, args: list[str]) -> None:
+        """Validate and keep ``args``; raise TableError(reason). Default: no arguments."""
+        if args:
+            raise TableError(f"{self.type_name}: no arguments required, got {len(args)}")
+
+    def dtr(self) -> None:  # noqa: B027 - optional hook
+        """Release what ctr took (stop timers, end clones still held)."""
+
+    def get_device(self, name: str, start: int = 0, length: int | None = None) -> BlockDevice:
+        """dm_get_device: resolve ``name`` and check ``length`` sectors from ``start`` fit.
+
+        Raises TableError naming the device; the device is then listed by
+        ``iterate_devices``.
+        """
+        try:
+            device = self._resolve(name)
+        except DeviceError as exc:
+            raise TableError(f"{self.type_name}: device lookup failed: {name}: {exc}") from exc
+        if length is not None:
+            have = device.size >> SECTOR_SHIFT
+            if start + length > have:
+                raise TableError(
+                    f"{self.type_name}: device {name} too small for target: "
+                    f"needs sectors {start}..{start + length}, has {have}"
+                )
+        self._devices.append(device)
+        return device
+
+    # --- I/O path (never raise) -------------------------------------------------------
+
+    @abc.abstractmethod
+    def map(self, clone: Clone) -> MapResult:
+        """Map one clone; see MapResult."""
+
+    def end_io(self, clone: Clone, status: Status) -> EndIoResult:
+        """Look at a finished clone; return EndIo or a replacement Status."""
+        return EndIo.DONE
+
+    # --- suspend / resume -------------------------------------------------------------
+
+    def presuspend(self) -> Awaitable[None] | None:
+        """Start flushing: during a noflush suspend, end held I/O with REQUEUE; otherwise
+        fail I/O the target would hold forever. May be ``async``."""
+        return None
+
+    def presuspend_undo(self) -> None:
+        """Undo presuspend after an interrupted or failed suspend. Default: ``resume()``."""
+        self.resume()
+
+    def postsuspend(self) -> Awaitable[None] | None:
+        """Everything is drained: stop background work. May be ``async``."""
+        return None
+
+    def preresume(self) -> None:  # noqa: B027 - optional hook
+        """Last check before the table goes live; raise a VudmError to refuse."""
+
+    def resume(self) -> None:  # noqa: B027 - optional hook
+        """The table is live again and I/O flows."""
+
+    # --- introspection and control ----------------------------------------------------
+
+    @abc.abstractmethod
+    def status(self, kind: StatusType) -> str:
+        """INFO: runtime state; TABLE: arguments that ``ctr`` parses back identically."""
+
+    def message(self, argv: list[str]) -> str:
+        """Handle ``dmsetup message``; return the reply or raise MessageError."""
+        raise MessageError(f"{self.type_name}: target does not accept messages")
+
+    def iterate_devices(self) -> list[BlockDevice]:
+        """The devices this target maps onto (those taken with ``get_device``)."""
+        return list(self._devices)
+
+    @property
+    def end(self) -> int:
+        """First sector after this target."""
+        return self.begin + self.length
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name} {self.begin}+{self.length}>"

@@ -1,0 +1,22 @@
+"""error: no arguments - every I/O fails with EIO (flushes are not sent to it)."""
+
+from __future__ import annotations
+
+from backend.dm.clone import Clone
+from backend.dm.registry import register
+from backend.dm.target import MapResult, StatusType, Target
+
+
+@register("error")
+class ErrorTarget(Target):
+    """dm-error (io_err): map() kills; discards and write-zeroes fail with EIO too."""
+
+    num_flush_bios = 0
+    num_discard_bios = 1
+    num_write_zeroes_bios = 1
+
+    def map(self, clone: Clone) -> MapResult:
+        return MapResult.KILL
+
+    def status(self, kind: StatusType) -> str:
+        return ""
