@@ -5,23 +5,44 @@ the bookkeeping that ties them together: which tables use which registered devic
 device is not removed while a table holds it), which export serves which mapped device
 (a mapped device is not removed while exported), and the bus on which state changes are
 announced (the QMP monitor turns them into events). It knows nothing about QMP.
+
+Tables name devices three ways: a name registered with ``add_device``, ``dm:NAME`` (a
+mapped device of this daemon, stacked), or an inline URI (``file:/x``, ``null:1G``...),
+which is opened for that table and closed with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from . import targets as _targets  # noqa: F401  (registers the target types)
 from .blockio import BlockDevice
 from .devices.uri import open_uri
-from .errors import DeviceError
+from .dm import MappedBlockDevice, MappedDevice, Table, parse_table
+from .dm.mapped_device import DeviceState
+from .dm.target import StatusType
+from .errors import DeviceError, StateError
+from .vhost.blk import VhostUserBlkExport
 
 log = logging.getLogger(__name__)
 
 EventListener = Callable[[str, Mapping[str, object]], None]
+
+DM_MAJOR = 253
+"""What ``info`` reports as the major number (there is no kernel device)."""
+READ_AHEAD = 256
+"""What ``info`` reports as read-ahead, in sectors (dmsetup's usual default)."""
+
+INLINE_SCHEMES = ("file", "null", "mem", "nbd", "nbd+unix")
+_INLINE_RE = re.compile("^(" + "|".join(map(re.escape, INLINE_SCHEMES)) + r"):\S+$")
+_PATH_EVENT_RE = re.compile(r"^path (failed|reinstated)\W+(\S+)", re.IGNORECASE)
 
 
 class EventBus:
@@ -51,18 +72,82 @@ class Closable(Protocol):
 
 @dataclass
 class DeviceEntry:
-    """A registered device and the tables (``(dm name, slot)``) that reference it."""
+    """A registered device; ``users`` are the mapped devices whose tables reference it.
+
+    ``inline`` devices were opened for a table from a URI in it and go with their
+    last table.
+    """
 
     name: str
     uri: str
     read_only: bool
     device: BlockDevice
-    users: set[tuple[str, str]] = field(default_factory=set)
+    inline: bool = False
+    users: dict[int, str] = field(default_factory=dict)
+    """id(table) -> the mapped device's name, one entry per table using the device."""
 
     @property
     def state(self) -> str:
         connected = getattr(self.device, "connected", True)
         return "ok" if connected else "disconnected"
+
+
+
+@dataclass
+class TableUse:
+    """What one parsed table holds: registered device names and stacked handles."""
+
+    dm: str
+    devices: set[str] = field(default_factory=set)
+    stacked: list[MappedBlockDevice] = field(default_factory=list)
+
+
+@dataclass
+class MappedEntry:
+    """A mapped device with its daemon-side facts (minor number, serialising lock)."""
+
+    md: MappedDevice
+    minor: int
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True)
+class MappedInfo:
+    """A snapshot of a mapped device for query-dm and the dmsetup-style views."""
+
+    name: str
+    uuid: str
+    state: str
+    live_table: bool
+    inactive_table: bool
+    open_count: int
+    event_nr: int
+    table: str
+    status: str
+    inactive: str
+    read_only: bool
+    read_ahead: int
+    major: int
+    minor: int
+    targets: int
+    size_sectors: int
+
+
+@dataclass
+class ExportEntry:
+    """An export of a mapped device on a vhost-user-blk socket."""
+
+    id: str
+    dm: str
+    socket: Path
+    num_queues: int
+    writable: bool
+    serial: str
+    export: VhostUserBlkExport
+
+    @property
+    def connected(self) -> bool:
+        return self.export.connected
 
 
 class Daemon:
@@ -72,14 +157,17 @@ class Daemon:
         self.loop = loop or asyncio.get_running_loop()
         self.events = EventBus()
         self.devices: dict[str, DeviceEntry] = {}
+        self.mapped: dict[str, MappedEntry] = {}
+        self.exports: dict[str, ExportEntry] = {}
         self.quit_requested = asyncio.Event()
+        self._uses: dict[int, TableUse] = {}
+        self._minors = itertools.count()
 
     # -- devices ---------------------------------------------------------------------
 
     async def add_device(self, name: str, uri: str, *, read_only: bool = False) -> DeviceEntry:
         """Open ``uri`` and register it as ``name``."""
-        if name in self.devices:
-            raise DeviceError(f"device {name!r} already exists")
+        self._check_new_device_name(name)
         device = await open_uri(name, uri, read_only=read_only, loop=self.loop)
         if name in self.devices:  # raced with another dev-add of the same name
             _close(device)
@@ -89,24 +177,319 @@ class Daemon:
         log.info("device %s: added (%s, %d bytes)", name, uri, device.size)
         return entry
 
+    def _check_new_device_name(self, name: str) -> None:
+        if name in self.devices:
+            raise DeviceError(f"device {name!r} already exists")
+        if name.startswith("dm:") or _INLINE_RE.match(name):
+            raise DeviceError(f"bad device name {name!r}: looks like a URI")
+
     def device(self, name: str) -> DeviceEntry:
-        try:
-            return self.devices[name]
-        except KeyError:
-            raise DeviceError(f"no device named {name!r}") from None
+        entry = self.devices.get(name)
+        if entry is None or entry.inline:
+            raise DeviceError(f"no device named {name!r}")
+        return entry
 
     def remove_device(self, name: str) -> None:
         """Close and forget a device no table references."""
         entry = self.device(name)
         if entry.users:
-            users = ", ".join(f"{dm} ({slot} table)" for dm, slot in sorted(entry.users))
-            raise DeviceError(f"device {name!r} is in use by {users}")
+            raise DeviceError(f"device {name!r} is in use by {self._describe_users(entry)}")
         del self.devices[name]
         _close(entry.device)
         log.info("device %s: removed", name)
 
+    def _describe_users(self, entry: DeviceEntry) -> str:
+        parts = []
+        for table_id, dm in sorted(entry.users.items(), key=lambda kv: kv[1]):
+            md = self.mapped[dm].md if dm in self.mapped else None
+            slot = "live" if md is not None and id(md.live_table) == table_id else "inactive"
+            parts.append(f"{dm!r} ({slot} table)")
+        return ", ".join(parts)
+
+    # -- tables ----------------------------------------------------------------------
+
+    async def _parse(self, dm: str, text: str) -> Table:
+        """Parse ``text`` for mapped device ``dm``, resolving and recording its devices."""
+        inline = await self._open_inline(text)
+        use = TableUse(dm)
+
+        def resolve(name: str) -> BlockDevice:
+            if name.startswith("dm:"):
+                return self._stack(dm, name[3:], use)
+            entry = self.devices.get(name) or inline.get(name)
+            if entry is None:
+                raise DeviceError(f"no device named {name!r} (dev-add it, or give a URI)")
+            use.devices.add(name)
+            return entry.device
+
+        try:
+            table = parse_table(text, resolve)
+        except BaseException:
+            for handle in use.stacked:
+                handle.close()
+            for entry in inline.values():
+                _close(entry.device)
+            raise
+        for name, entry in inline.items():
+            if name in use.devices:
+                self.devices.setdefault(name, entry)
+            else:
+                _close(entry.device)
+        self._uses[id(table)] = use
+        for name in use.devices:
+            self.devices[name].users[id(table)] = dm
+        return table
+
+    async def _open_inline(self, text: str) -> dict[str, DeviceEntry]:
+        """Open the URIs a table names that are not open yet (resolution must not wait)."""
+        opened: dict[str, DeviceEntry] = {}
+        try:
+            for token in set(text.split()):
+                if token in self.devices or not _INLINE_RE.match(token):
+                    continue
+                device = await open_uri(token, token, loop=self.loop)
+                opened[token] = DeviceEntry(token, token, False, device, inline=True)
+        except BaseException:
+            for entry in opened.values():
+                _close(entry.device)
+            raise
+        return opened
+
+    def _stack(self, dm: str, lower: str, use: TableUse) -> BlockDevice:
+        if lower == dm:
+            raise DeviceError(f"dm:{lower}: a mapped device cannot map onto itself")
+        entry = self.mapped.get(lower)
+        if entry is None:
+            raise DeviceError(f"no mapped device named {lower!r}")
+        handle = entry.md.as_block_device()
+        use.stacked.append(handle)
+        return handle
+
+    def _release_unused_tables(self, dm: str) -> None:
+        """Drop the bookkeeping of ``dm``'s tables that are neither live nor inactive."""
+        entry = self.mapped.get(dm)
+        current = set()
+        if entry is not None:
+            current = {id(t) for t in (entry.md.live_table, entry.md.inactive_table)
+                       if t is not None}
+        for table_id, use in list(self._uses.items()):
+            if use.dm != dm or table_id in current:
+                continue
+            del self._uses[table_id]
+            for handle in use.stacked:
+                handle.close()
+            for name in use.devices:
+                dev = self.devices.get(name)
+                if dev is None:
+                    continue
+                dev.users.pop(table_id, None)
+                if dev.inline and not dev.users:
+                    del self.devices[name]
+                    _close(dev.device)
+
+    def _discard_unloaded(self, table: Table) -> None:
+        """A parsed table that never got loaded: destroy it and release its devices."""
+        table.destroy()
+        use = self._uses.get(id(table))
+        if use is not None:
+            self._release_unused_tables(use.dm)
+
+    # -- mapped devices --------------------------------------------------------------
+
+    def mapped_entry(self, name: str) -> MappedEntry:
+        entry = self.mapped.get(name)
+        if entry is None:
+            raise DeviceError(f"no mapped device named {name!r}")
+        return entry
+
+    async def create_dm(self, name: str, table: str, *, uuid: str = "",
+                        suspended: bool = False) -> None:
+        """dmsetup create: a new mapped device with ``table`` live (or waiting)."""
+        if name in self.mapped:
+            raise DeviceError(f"mapped device {name!r} already exists")
+        if uuid and any(e.md.uuid == uuid for e in self.mapped.values()):
+            raise DeviceError(f"uuid {uuid!r} is already used")
+        entry = MappedEntry(MappedDevice(name, uuid or None), next(self._minors))
+        self.mapped[name] = entry
+        try:
+            parsed = await self._parse(name, table)
+            try:
+                entry.md.create(parsed, suspended=suspended)
+            except BaseException:
+                self._discard_unloaded(parsed)
+                raise
+        except BaseException:
+            del self.mapped[name]
+            self._release_unused_tables(name)
+            raise
+        entry.md.add_event_listener(self._on_table_event)
+        log.info("mapped device %s: created%s", name, " (suspended)" if suspended else "")
+
+    async def load_dm(self, name: str, table: str) -> None:
+        """dmsetup load: ``table`` into the inactive slot (any previous one dropped)."""
+        entry = self.mapped_entry(name)
+        async with entry.lock:
+            parsed = await self._parse(name, table)
+            try:
+                entry.md.load(parsed)
+            except BaseException:
+                self._discard_unloaded(parsed)
+                raise
+            self._release_unused_tables(name)
+
+    async def clear_dm(self, name: str) -> None:
+        entry = self.mapped_entry(name)
+        async with entry.lock:
+            entry.md.clear()
+            self._release_unused_tables(name)
+
+    async def suspend_dm(self, name: str, *, noflush: bool = False,
+                         timeout: float | None = None) -> None:
+        entry = self.mapped_entry(name)
+        md = entry.md
+        if md.state is DeviceState.SUSPENDED:
+            raise StateError("suspend", "SUSPENDED", "ACTIVE")
+        async with entry.lock:
+            try:
+                await md.suspend(noflush=noflush, timeout=timeout)
+            except TimeoutError:
+                raise StateError("suspend", f"still busy after {timeout}s (suspend undone,"
+                                 " ACTIVE again)", "idle") from None
+        self.events.emit("DM_SUSPENDED", {"name": name, "noflush": noflush})
+
+    async def resume_dm(self, name: str) -> None:
+        entry = self.mapped_entry(name)
+        md = entry.md
+        # Linux makes a resume of an active device a no-op; a control plane that asked
+        # for one has lost track of the state, so it is told.
+        if md.state is DeviceState.ACTIVE and not (md.inactive_table is not None
+                                                    and md.live_table is None):
+            raise StateError("resume", md.state.value, DeviceState.SUSPENDED.value)
+        async with entry.lock:
+            await md.resume()
+            self._release_unused_tables(name)
+        self.events.emit("DM_RESUMED", {"name": name})
+
+    async def message_dm(self, name: str, sector: int, message: str) -> str:
+        md = self.mapped_entry(name).md
+        argv = message.split()
+        if not argv:
+            raise DeviceError("empty message")
+        return md.message(sector, argv)
+
+    async def wait_dm(self, name: str, event_nr: int, timeout: float | None = None) -> int:
+        md = self.mapped_entry(name).md
+        try:
+            return await md.wait(event_nr, timeout)
+        except TimeoutError:
+            raise DeviceError(f"event number still {md.event_nr} after {timeout}s") from None
+
+    async def remove_dm(self, name: str, *, force: bool = False) -> None:
+        """dmsetup remove; refused while exported or stacked under another device."""
+        entry = self.mapped_entry(name)
+        exported = [e.id for e in self.exports.values() if e.dm == name]
+        if exported and not force:
+            raise DeviceError(f"mapped device {name!r} is exported by"
+                              f" {', '.join(map(repr, exported))}; export-del first")
+        stacked_by = sorted({u.dm for u in self._uses.values()
+                             if any(h.md is entry.md for h in u.stacked)})
+        if stacked_by and not force:
+            raise DeviceError(f"mapped device {name!r} is used by the table of"
+                              f" {', '.join(map(repr, stacked_by))}")
+        for export_id in exported:
+            await self.del_export(export_id, force=True)
+        async with entry.lock:
+            entry.md.remove(force=force)
+            entry.md.remove_event_listener(self._on_table_event)
+            del self.mapped[name]
+            self._release_unused_tables(name)
+        log.info("mapped device %s: removed", name)
+
+    def dm_info(self, name: str) -> MappedInfo:
+        entry = self.mapped_entry(name)
+        md = entry.md
+        info = md.info()
+        return MappedInfo(
+            name=name, uuid=md.uuid or "", state=info.state.value,
+            live_table=info.live_table, inactive_table=info.inactive_table,
+            open_count=info.open_count, event_nr=info.event_nr,
+            table=md.status(StatusType.TABLE), status=md.status(StatusType.INFO),
+            inactive=md.status(StatusType.TABLE, inactive=True),
+            read_only=False, read_ahead=READ_AHEAD, major=DM_MAJOR, minor=entry.minor,
+            targets=info.target_count, size_sectors=info.size_sectors)
+
+    def _on_table_event(self, name: str, event_nr: int, reason: str) -> None:
+        self.events.emit("DM_EVENT", {"name": name, "event-nr": event_nr, "reason": reason})
+        m = _PATH_EVENT_RE.match(reason)
+        if m:
+            kind = "PATH_FAILED" if m.group(1).lower() == "failed" else "PATH_REINSTATED"
+            self.events.emit(kind, {"name": name, "dev": m.group(2)})
+
+    # -- exports ---------------------------------------------------------------------
+
+    async def add_export(self, export_id: str, dm: str, socket: str, *, num_queues: int = 1,
+                         writable: bool = True, serial: str = "") -> ExportEntry:
+        """Serve mapped device ``dm`` on a vhost-user-blk socket at ``socket``."""
+        if export_id in self.exports:
+            raise DeviceError(f"export {export_id!r} already exists")
+        md = self.mapped_entry(dm).md
+        path = Path(socket)
+        for other in self.exports.values():
+            if other.socket == path:
+                raise DeviceError(f"socket {socket} is taken by export {other.id!r}")
+        export = VhostUserBlkExport(
+            export_id, md, path, num_queues=num_queues, writable=writable, serial=serial,
+            loop=self.loop, on_connected=self._on_export_connected,
+            on_disconnected=self._on_export_disconnected)
+        export.start()
+        md.open()
+        entry = ExportEntry(export_id, dm, path, num_queues, writable, serial, export)
+        self.exports[export_id] = entry
+        log.info("export %s: %s on %s", export_id, dm, path)
+        return entry
+
+    async def del_export(self, export_id: str, *, force: bool = False) -> None:
+        """Stop an export; refused while a guest is attached unless ``force``."""
+        entry = self.exports.get(export_id)
+        if entry is None:
+            raise DeviceError(f"no export named {export_id!r}")
+        if entry.connected and not force:
+            raise DeviceError(f"export {export_id!r} has a guest attached"
+                              " (device_del it first, or force)")
+        del self.exports[export_id]
+        try:
+            await entry.export.close()
+        finally:
+            mapped = self.mapped.get(entry.dm)
+            if mapped is not None:
+                mapped.md.close()
+        log.info("export %s: removed", export_id)
+
+    def _on_export_connected(self, export_id: str) -> None:
+        self.events.emit("EXPORT_CONNECTED", {"id": export_id})
+
+    def _on_export_disconnected(self, export_id: str) -> None:
+        self.events.emit("EXPORT_DISCONNECTED", {"id": export_id})
+
+    # -- shutdown --------------------------------------------------------------------
+
     async def close(self) -> None:
-        """Close everything: devices last."""
+        """Close everything: exports, then mapped devices (upper first), then devices."""
+        for export_id in list(self.exports):
+            try:
+                await self.del_export(export_id, force=True)
+            except Exception:
+                log.exception("closing export %s failed", export_id)
+        while self.mapped:
+            lower = {h.md.name for u in self._uses.values() for h in u.stacked}
+            name = next((n for n in reversed(self.mapped) if n not in lower),
+                        next(iter(self.mapped)))
+            try:
+                await self.remove_dm(name, force=True)
+            except Exception:
+                log.exception("removing mapped device %s failed", name)
+                self.mapped.pop(name, None)
+                self._release_unused_tables(name)
         for name in list(self.devices):
             _close(self.devices.pop(name).device)
 

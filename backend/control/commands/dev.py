@@ -15,8 +15,8 @@ STR, BOOL = JSONType.STR, JSONType.BOOL
 
 def describe_device(entry: DeviceEntry) -> dict[str, object]:
     return {"name": entry.name, "uri": entry.uri, "size": entry.device.size,
-            "read-only": entry.read_only, "state": entry.state,
-            "users": sorted({dm for dm, _ in entry.users})}
+            "read-only": entry.read_only, "state": entry.state, "inline": entry.inline,
+            "users": sorted(set(entry.users.values()))}
 
 
 @command("dev-add", Arg("name", STR), Arg("uri", STR),

@@ -1,0 +1,351 @@
+"""``vudm``: the daemon (``vudm serve``) and dmsetup's verbs as a qemu.qmp client.
+
+Every verb is one QMP command (or query) against the daemon picked by ``--qmp PATH`` or
+``$VUDM_QMP``; ``table``, ``status``, ``info`` and ``ls`` print what dmsetup prints,
+``--json`` prints the QMP return value instead. A refused command exits 1 with the
+daemon's own message on stderr; a usage error exits 2.
+
+Other packages add verbs with :func:`register_subcommand` (``vudm scenario ...``); the
+modules in ``PLUGINS`` are imported, when installed, before the parser is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from ..errors import ControlError
+from .client import execute, qmp_session, socket_path
+from .errors import ClientError
+from .version import VERSION
+
+PLUGINS = ("qmp_scenarios.cli",)
+"""Modules that register extra subcommands when imported (missing ones are skipped)."""
+
+Setup = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+Output = tuple[object, list[str]]
+"""(the JSON shown with --json, the text lines shown otherwise)."""
+Verb = Callable[[QMPClient, argparse.Namespace], Awaitable[Output]]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A top-level verb: ``setup`` adds its arguments, ``run`` does it (exit status)."""
+
+    name: str
+    help: str
+    setup: Setup
+    run: Run
+
+
+_extra: dict[str, Subcommand] = {}
+
+
+def register_subcommand(name: str, *, help: str, setup: Setup, run: Run) -> None:
+    """Add ``vudm NAME``; ``run(namespace)`` returns the exit status."""
+    if name in _extra:
+        raise ValueError(f"vudm subcommand {name!r} registered twice")
+    _extra[name] = Subcommand(name, help, setup, run)
+
+
+# -- verbs ----------------------------------------------------------------------------
+
+
+def _read_table(ns: argparse.Namespace) -> str:
+    if ns.table is not None:
+        return str(ns.table)
+    if ns.table_file is not None:
+        if ns.table_file == "-":
+            return sys.stdin.read()
+        try:
+            return Path(ns.table_file).read_text()
+        except OSError as e:
+            raise ClientError(f"cannot read table file {ns.table_file}: {e.strerror}") from e
+    if sys.stdin.isatty():
+        raise ClientError("no table: give --table TEXT, a table file, or the table on stdin")
+    return sys.stdin.read()
+
+
+async def _query_dm(client: QMPClient, name: str | None) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = await execute(
+        client, "query-dm", {"name": name} if name else None)
+    return result
+
+
+async def _create(client: QMPClient, ns: argparse.Namespace) -> Output:
+    args: dict[str, object] = {"name": ns.name, "table": _read_table(ns)}
+    if ns.uuid:
+        args["uuid"] = ns.uuid
+    if ns.suspended:
+        args["suspended"] = True
+    return await execute(client, "dm-create", args), []
+
+
+async def _load(client: QMPClient, ns: argparse.Namespace) -> Output:
+    return await execute(client, "dm-load", {"name": ns.name, "table": _read_table(ns)}), []
+
+
+async def _clear(client: QMPClient, ns: argparse.Namespace) -> Output:
+    return await execute(client, "dm-clear", {"name": ns.name}), []
+
+
+async def _suspend(client: QMPClient, ns: argparse.Namespace) -> Output:
+    args: dict[str, object] = {"name": ns.name, "noflush": ns.noflush}
+    if ns.timeout is not None:
+        args["timeout"] = ns.timeout
+    return await execute(client, "dm-suspend", args), []
+
+
+async def _resume(client: QMPClient, ns: argparse.Namespace) -> Output:
+    return await execute(client, "dm-resume", {"name": ns.name}), []
+
+
+async def _message(client: QMPClient, ns: argparse.Namespace) -> Output:
+    result = await execute(client, "dm-message", {"name": ns.name, "sector": ns.sector,
+                                                  "message": " ".join(ns.message)})
+    reply = result.get("reply", "")
+    return result, [reply] if reply else []
+
+
+async def _remove(client: QMPClient, ns: argparse.Namespace) -> Output:
+    return await execute(client, "dm-remove", {"name": ns.name, "force": ns.force}), []
+
+
+async def _wait(client: QMPClient, ns: argparse.Namespace) -> Output:
+    args: dict[str, object] = {"name": ns.name, "event-nr": ns.event_nr}
+    if ns.timeout is not None:
+        args["timeout"] = ns.timeout
+    return await execute(client, "dm-wait", args), []
+
+
+def _dm_view(kind: str) -> Verb:
+    async def view(client: QMPClient, ns: argparse.Namespace) -> Output:
+        from . import dmsetup_format as fmt
+
+        entries = await _query_dm(client, ns.name)
+        shown: object = entries[0] if ns.name else entries
+        all_devices = ns.name is None
+        if kind == "info":
+            return shown, fmt.info_lines(entries, all_devices=all_devices)
+        key = "inactive" if getattr(ns, "inactive", False) else kind
+        return shown, fmt.table_lines(entries, key, all_devices=all_devices)
+
+    return view
+
+
+async def _ls(client: QMPClient, ns: argparse.Namespace) -> Output:
+    from . import dmsetup_format as fmt
+
+    entries = await _query_dm(client, None)
+    return entries, fmt.ls_lines(entries)
+
+
+async def _dev_add(client: QMPClient, ns: argparse.Namespace) -> Output:
+    return await execute(client, "dev-add", {"name": ns.name, "uri": ns.uri,
+                                             "read-only": ns.read_only}), []
+
+
+async def _dev_remove(client: QMPClient, ns: argparse.Namespace) -> Output:
+    return await execute(client, "dev-remove", {"name": ns.name}), []
+
+
+async def _dev_ls(client: QMPClient, ns: argparse.Namespace) -> Output:
+    from .dmsetup_format import columns
+
+    devs = await execute(client, "query-devs")
+    rows = [(d["name"], d["size"], d["state"], ",".join(d.get("users", [])) or "-", d["uri"])
+            for d in devs]
+    return devs, columns(rows, ("NAME", "SIZE", "STATE", "USERS", "URI")) if devs else []
+
+
+async def _export_add(client: QMPClient, ns: argparse.Namespace) -> Output:
+    args: dict[str, object] = {"id": ns.id, "dm": ns.dm, "socket": ns.socket,
+                               "num-queues": ns.num_queues, "writable": not ns.read_only}
+    if ns.serial:
+        args["serial"] = ns.serial
+    return await execute(client, "export-add", args), []
+
+
+async def _export_del(client: QMPClient, ns: argparse.Namespace) -> Output:
+    return await execute(client, "export-del", {"id": ns.id, "force": ns.force}), []
+
+
+async def _export_ls(client: QMPClient, ns: argparse.Namespace) -> Output:
+    from .dmsetup_format import columns
+
+    exports = await execute(client, "query-exports")
+    rows = [(e["id"], e["dm"], "yes" if e["connected"] else "no", e["num-queues"],
+             "rw" if e.get("writable", True) else "ro", e["socket"]) for e in exports]
+    return exports, (columns(rows, ("ID", "DM", "CONNECTED", "QUEUES", "MODE", "SOCKET"))
+                     if exports else [])
+
+
+# -- the parser -----------------------------------------------------------------------
+
+
+def _common() -> argparse.ArgumentParser:
+    """--qmp and --json, accepted before or after the verb."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--qmp", metavar="PATH", default=argparse.SUPPRESS,
+                   help="the daemon's QMP socket (default: $VUDM_QMP)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print the QMP return value as JSON")
+    return p
+
+
+def _table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("table_file", nargs="?", metavar="TABLE_FILE",
+                   help="file with the table ('-' or none: stdin)")
+    p.add_argument("--table", help="the table itself (one line per target)")
+
+
+def _verb(sub: Any, common: argparse.ArgumentParser, name: str, verb: Verb, help: str,
+          ) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, parents=[common])
+    p.set_defaults(verb=verb)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="vudm", parents=[common],
+        description="vudm: a userspace device-mapper serving vhost-user-blk disks")
+    parser.add_argument("--version", action="version", version=f"vudm {VERSION}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("serve", help="run the daemon")
+    p.add_argument("--qmp", metavar="PATH", help="QMP socket to create"
+                   " (default: the config's [qmp] socket, $VUDM_QMP)")
+    p.add_argument("--config", metavar="FILE", help="TOML file of devices, dms, exports")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.set_defaults(run=_run_serve)
+
+    p = _verb(sub, common, "create", _create, "create a mapped device from a table")
+    _table_args(p)
+    p.add_argument("-u", "--uuid")
+    p.add_argument("--suspended", action="store_true", help="leave it suspended")
+    _table_args(_verb(sub, common, "load", _load, "load a table into the inactive slot"))
+    _verb(sub, common, "clear", _clear, "drop the inactive table").add_argument("name")
+    p = _verb(sub, common, "suspend", _suspend, "suspend a mapped device")
+    p.add_argument("name")
+    p.add_argument("--noflush", action="store_true", help="push back in-flight I/O")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    _verb(sub, common, "resume", _resume, "resume (swapping in the inactive table)"
+          ).add_argument("name")
+    p = _verb(sub, common, "message", _message, "send a message to a target")
+    p.add_argument("name")
+    p.add_argument("sector", type=int)
+    p.add_argument("message", nargs="+")
+    for kind, text in (("table", "print the table"), ("status", "print target status"),
+                       ("info", "print device information")):
+        p = _verb(sub, common, kind, _dm_view(kind), text)
+        p.add_argument("name", nargs="?")
+        if kind == "table":
+            p.add_argument("--inactive", action="store_true", help="the inactive table")
+    _verb(sub, common, "ls", _ls, "list mapped devices")
+    p = _verb(sub, common, "wait", _wait, "wait for an event number above EVENT_NR")
+    p.add_argument("name")
+    p.add_argument("event_nr", type=int, nargs="?", default=0)
+    p.add_argument("--timeout", type=float, metavar="S")
+    p = _verb(sub, common, "remove", _remove, "remove a mapped device")
+    p.add_argument("name")
+    p.add_argument("-f", "--force", action="store_true")
+
+    dev = sub.add_parser("dev", help="registered devices").add_subparsers(
+        dest="dev_command", metavar="COMMAND", required=True)
+    p = _verb(dev, common, "add", _dev_add, "register a device URI under a name")
+    p.add_argument("name")
+    p.add_argument("uri")
+    p.add_argument("--read-only", action="store_true")
+    _verb(dev, common, "remove", _dev_remove, "close a device").add_argument("name")
+    _verb(dev, common, "ls", _dev_ls, "list devices")
+
+    exp = sub.add_parser("export", help="vhost-user-blk exports").add_subparsers(
+        dest="export_command", metavar="COMMAND", required=True)
+    p = _verb(exp, common, "add", _export_add, "serve a mapped device on a socket")
+    p.add_argument("id")
+    p.add_argument("dm")
+    p.add_argument("socket")
+    p.add_argument("--num-queues", type=int, default=1)
+    p.add_argument("--read-only", action="store_true")
+    p.add_argument("--serial")
+    p = _verb(exp, common, "del", _export_del, "stop an export")
+    p.add_argument("id")
+    p.add_argument("-f", "--force", action="store_true", help="even with a guest attached")
+    _verb(exp, common, "ls", _export_ls, "list exports")
+
+    for extra in _extra.values():
+        p = sub.add_parser(extra.name, help=extra.help)
+        extra.setup(p)
+        p.set_defaults(run=extra.run)
+    return parser
+
+
+# -- running --------------------------------------------------------------------------
+
+
+def _run_serve(ns: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .serve import serve
+
+    logging.basicConfig(level=ns.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(ns.config) if ns.config else None
+    except ConfigError as e:
+        print(f"vudm serve: {e}", file=sys.stderr)
+        return 1
+    path = ns.qmp or (config.qmp_socket if config else None) or str(socket_path())
+    try:
+        asyncio.run(serve(Path(path), config))
+    except (ControlError, OSError) as e:
+        print(f"vudm serve: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run_verb(ns: argparse.Namespace) -> Output:
+    async with qmp_session(socket_path(getattr(ns, "qmp", None))) as client:
+        output: Output = await ns.verb(client, ns)
+        return output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: parse, run one verb, print, return the exit status."""
+    for module in PLUGINS:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise
+    ns = build_parser().parse_args(argv)
+    if hasattr(ns, "run"):
+        status: int = ns.run(ns)
+        return status
+    try:
+        result, lines = asyncio.run(_run_verb(ns))
+    except ClientError as e:
+        print(f"vudm {ns.command}: {e}", file=sys.stderr)
+        return 1
+    if getattr(ns, "json", False):
+        print(json.dumps(result, indent=2))
+    elif lines:
+        print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

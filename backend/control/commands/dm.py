@@ -1,0 +1,107 @@
+"""Mapped-device commands: dm-create/load/clear/suspend/resume/message/remove/wait,
+query-dm. dmsetup's verbs, with QAPI names."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..schema import Arg, JSONType
+from .registry import command
+
+if TYPE_CHECKING:
+    from ...daemon import Daemon, MappedInfo
+
+STR, INT, BOOL, NUM = JSONType.STR, JSONType.INT, JSONType.BOOL, JSONType.NUMBER
+
+
+def describe_dm(info: MappedInfo) -> dict[str, object]:
+    """One query-dm entry: what dmsetup info/table/status print, as JSON."""
+    return {
+        "name": info.name,
+        "uuid": info.uuid,
+        "state": info.state,
+        "live-table": info.live_table,
+        "inactive-table": info.inactive_table,
+        "open-count": info.open_count,
+        "event-nr": info.event_nr,
+        "table": info.table,
+        "status": info.status,
+        "info": {
+            "read-only": info.read_only,
+            "read-ahead": info.read_ahead,
+            "major": info.major,
+            "minor": info.minor,
+            "targets": info.targets,
+            "size": info.size_sectors,
+            "inactive": info.inactive,
+        },
+    }
+
+
+@command("dm-create", Arg("name", STR), Arg("table", STR),
+         Arg("uuid", STR, optional=True, default=""),
+         Arg("suspended", BOOL, optional=True, default=False))
+async def dm_create(daemon: Daemon, args: dict[str, Any]) -> object:
+    """Create a mapped device from a table (dmsetup lines); resumed unless suspended."""
+    await daemon.create_dm(args["name"], args["table"], uuid=args["uuid"],
+                           suspended=args["suspended"])
+    return {}
+
+
+@command("dm-load", Arg("name", STR), Arg("table", STR))
+async def dm_load(daemon: Daemon, args: dict[str, Any]) -> object:
+    """Load a table into the inactive slot; dm-resume swaps it in."""
+    await daemon.load_dm(args["name"], args["table"])
+    return {}
+
+
+@command("dm-clear", Arg("name", STR))
+async def dm_clear(daemon: Daemon, args: dict[str, Any]) -> object:
+    """Drop the inactive table."""
+    await daemon.clear_dm(args["name"])
+    return {}
+
+
+@command("dm-suspend", Arg("name", STR),
+         Arg("noflush", BOOL, optional=True, default=False),
+         Arg("timeout", NUM, optional=True, minimum=0))
+async def dm_suspend(daemon: Daemon, args: dict[str, Any]) -> object:
+    """Suspend: block new I/O and wait for in-flight I/O (noflush: push it back)."""
+    await daemon.suspend_dm(args["name"], noflush=args["noflush"], timeout=args["timeout"])
+    return {}
+
+
+@command("dm-resume", Arg("name", STR))
+async def dm_resume(daemon: Daemon, args: dict[str, Any]) -> object:
+    """Resume a suspended device, swapping in the inactive table if there is one."""
+    await daemon.resume_dm(args["name"])
+    return {}
+
+
+@command("dm-message", Arg("name", STR), Arg("sector", INT, minimum=0), Arg("message", STR))
+async def dm_message(daemon: Daemon, args: dict[str, Any]) -> object:
+    """Send a message to the target at ``sector`` (fail_path, addbadblock, ...)."""
+    reply = await daemon.message_dm(args["name"], args["sector"], args["message"])
+    return {"reply": reply}
+
+
+@command("dm-remove", Arg("name", STR), Arg("force", BOOL, optional=True, default=False))
+async def dm_remove(daemon: Daemon, args: dict[str, Any]) -> object:
+    """Remove a mapped device; refused while open or exported unless forced."""
+    await daemon.remove_dm(args["name"], force=args["force"])
+    return {}
+
+
+@command("dm-wait", Arg("name", STR), Arg("event-nr", INT, minimum=0),
+         Arg("timeout", NUM, optional=True, minimum=0))
+async def dm_wait(daemon: Daemon, args: dict[str, Any]) -> object:
+    """Return once the device's event number is above ``event-nr``."""
+    nr = await daemon.wait_dm(args["name"], args["event_nr"], timeout=args["timeout"])
+    return {"event-nr": nr}
+
+
+@command("query-dm", Arg("name", STR, optional=True))
+async def query_dm(daemon: Daemon, args: dict[str, Any]) -> object:
+    """Mapped devices (all, or the one named) with their info, table and status."""
+    names = [args["name"]] if args["name"] is not None else list(daemon.mapped)
+    return [describe_dm(daemon.dm_info(n)) for n in names]
