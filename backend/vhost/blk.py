@@ -22,6 +22,7 @@ from pathlib import Path
 
 from backend.blockio import SECTOR_SHIFT, Bio, BioSink, IoVec, Status, iov_from_bytes, iov_slice
 from backend.vhost import libvhost
+from backend.vhost.abi import VuVirtq
 from backend.vhost.libvhost import LibVhostUser
 from backend.vhost.server import VhostUserServer
 from backend.vhost.virtio_blk import (
@@ -102,6 +103,7 @@ class VirtioBlkDevice:
         self._dev = 0
         self._vqs = [0] * num_queues
         self._started = [False] * num_queues
+        self._fresh = [False] * num_queues  # started, not yet kicked: report resubmits
         self._cb_queue = libvhost.QueueHandlerCb(self._queue_handler)
         self._cb_queue_ptr = ctypes.cast(self._cb_queue, ctypes.c_void_p).value
 
@@ -140,6 +142,7 @@ class VirtioBlkDevice:
         vq = vudev.get_queue(qidx)
         self._vqs[qidx] = vq
         self._started[qidx] = started
+        self._fresh[qidx] = started
         self.lib.vu_set_queue_handler(self._dev, vq, self._cb_queue_ptr if started else None)
         self.log.debug("queue %d %s", qidx, "started" if started else "stopped")
 
@@ -177,6 +180,12 @@ class VirtioBlkDevice:
         pop = self.lib.vu_queue_pop
         dev = self._dev
         vq = self._vqs[qidx]
+        if self._fresh[qidx]:
+            self._fresh[qidx] = False
+            resubmit = VuVirtq.from_address(vq).resubmit_num
+            if resubmit:
+                self.log.info("queue %d: resubmitting %d requests in flight before the "
+                              "reconnect", qidx, resubmit)
         while self._running and self._started[qidx]:
             elem = pop(dev, vq, _ELEM_SIZE)
             if not elem:
