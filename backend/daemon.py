@@ -353,8 +353,8 @@ class Daemon:
             try:
                 await md.suspend(noflush=noflush, timeout=timeout)
             except TimeoutError:
-                raise StateError("suspend", f"still busy after {timeout}s (suspend undone,"
-                                 " ACTIVE again)", "idle") from None
+                raise DeviceError(f"suspend of {name!r} timed out after {timeout}s;"
+                                  " it was undone and the device is ACTIVE again") from None
         self.events.emit("DM_SUSPENDED", {"name": name, "noflush": noflush})
 
     async def resume_dm(self, name: str) -> None:

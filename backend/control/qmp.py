@@ -8,7 +8,9 @@ then ``{"execute", "arguments", "id"}`` answered by ``{"return"}`` or
 every negotiated client.
 
 Each command runs in its own task, so a long ``dm-wait`` does not hold up the client's
-other commands; replies carry the request's ``id`` and may come back out of order.
+other commands; replies carry the request's ``id`` and may come back out of order. A
+command runs to its end even if its client disconnects (the daemon's shutdown cancels
+it), so a client that dies never leaves a suspend half undone.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
 from .errors import GENERIC_ERROR, CommandError, CommandNotFound, ProtocolError
@@ -58,25 +60,18 @@ class Session:
         self.server = server
         self.channel = channel
         self.phase = Phase.NEGOTIATION
-        self._running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         self.channel.send(self.server.greeting())
-        try:
-            while True:
-                try:
-                    msg = await self.channel.recv()
-                except EOFError:
-                    return
-                except ProtocolError as e:
-                    self.channel.send(_error(GENERIC_ERROR, str(e), None))
-                    continue
-                self._handle(msg)
-        finally:
-            for task in list(self._running):
-                task.cancel()
-            if self._running:
-                await asyncio.gather(*self._running, return_exceptions=True)
+        while True:
+            try:
+                msg = await self.channel.recv()
+            except EOFError:
+                return
+            except ProtocolError as e:
+                self.channel.send(_error(GENERIC_ERROR, str(e), None))
+                continue
+            self._handle(msg)
 
     def _handle(self, msg: object) -> None:
         msg_id = msg.get("id") if isinstance(msg, dict) else None
@@ -93,10 +88,8 @@ class Session:
                                      "Expecting capabilities negotiation with"
                                      " 'qmp_capabilities'", msg_id))
             return
-        task = asyncio.create_task(self._execute(name, arguments, msg_id),
-                                   name=f"qmp-{self.channel.ident}-{name}")
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self.server.run_command(self._execute(name, arguments, msg_id),
+                                f"qmp-{self.channel.ident}-{name}")
 
     def _negotiate(self, arguments: Mapping[str, object], msg_id: object) -> dict[str, Any]:
         if self.phase is Phase.COMMAND:
@@ -136,6 +129,7 @@ class QMPServer:
         self.package = package
         self._transport = JSONLineServer(self._session, name="qmp")
         self._sessions: set[Session] = set()
+        self._commands: set[asyncio.Task[None]] = set()
 
     @property
     def runstate(self) -> Runstate:
@@ -149,8 +143,20 @@ class QMPServer:
         await self._transport.start(path)
 
     async def stop(self) -> None:
+        """Stop listening, end every session and cancel the commands still running."""
         if self._transport.runstate is Runstate.RUNNING:
             await self._transport.stop()
+        for task in list(self._commands):
+            task.cancel()
+        if self._commands:
+            await asyncio.gather(*self._commands, return_exceptions=True)
+
+    def run_command(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run one command in its own task. A client that goes away does not cancel its
+        commands (a half-done suspend would be undone behind its back); only stop does."""
+        task = asyncio.create_task(coro, name=name)
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
 
     def greeting(self) -> dict[str, Any]:
         major, minor, micro = self.version
