@@ -17,6 +17,7 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from backend.errors import GuestError
 
@@ -68,7 +69,8 @@ class AgentJob:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(self.result)
         except TimeoutError:
-            await self.kill()
+            with contextlib.suppress(GuestError):  # the agent may be gone as well
+                await self.kill()
             raise GuestError(
                 f"guest command did not finish within {timeout:.0f} s: {self.command[:200]}"
             ) from None
@@ -197,15 +199,15 @@ class AgentClient:
     def _fail_pending(self, error: GuestError) -> None:
         if self._closed is None:
             self._closed = error
-        for job in self._jobs.values():
-            if not job.result.done():
-                job.result.set_exception(error)
+        futures: list[asyncio.Future[Any]] = [job.result for job in self._jobs.values()]
+        futures += [*self._pings.values(), self._ready]
         self._jobs.clear()
-        for pong in self._pings.values():
-            if not pong.done():
-                pong.set_exception(error)
-        if not self._ready.done():
-            self._ready.set_exception(error)
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+                # Nobody may be waiting (a background job never waited on): mark the
+                # exception seen, so asyncio does not log it; awaiting still raises it.
+                future.exception()
 
 
 def _decode(field: str) -> str:

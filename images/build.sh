@@ -53,6 +53,8 @@ fio_bin=$(bash "$IMAGES_DIR/fio.sh" "$CACHE" "$SRC" "$fio_ver")
 bash "$IMAGES_DIR/initramfs.sh" "$IMAGES_DIR" "$work/kernel" "$fio_bin" "$work/initrd.img"
 
 mv "$work/kernel/vmlinuz" "$work/vmlinuz"
+# The guest's fio, also for host-side tests of job rendering and result parsing.
+cp "$fio_bin" "$work/fio"
 rm -rf "$work/kernel"
 printf '%s\n' "$inputs" >"$work/manifest.txt"
 chmod 755 "$work"

@@ -20,7 +20,8 @@ if [ ! -f "$tree/.vudm-unpacked" ]; then
   log "fetching fio $ver source (apt-get source)"
   rm -rf "$tree" && mkdir -p "$tree"
   chown _apt "$tree" 2>/dev/null || true
-  (cd "$tree" && apt-get source -q "fio=$ver" >&2)
+  (cd "$tree" && apt-get source -q "fio=$ver" >"$tree/apt-source.log" 2>&1) ||
+    die "apt-get source fio=$ver failed (deb-src enabled? see scripts/setup-host.sh): $(tail -n3 "$tree/apt-source.log")"
   # apt-get source unpacks into fio-<upstream version>/ below the download dir.
   unpacked=$(find "$tree" -mindepth 1 -maxdepth 1 -type d -name 'fio-*' | head -n1)
   [ -n "$unpacked" ] || die "apt-get source fio=$ver unpacked nothing"

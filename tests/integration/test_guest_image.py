@@ -7,20 +7,23 @@ with EIO must show up both in fio's result and in the guest kernel log.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from guests.fio import run_fio, verify_job
+from guests.fio import parse_fio, run_fio, verify_job
+from guests.image import GuestImage
 from qmp_scenarios.qsd import StorageDaemon
 
 if TYPE_CHECKING:
     from conftest import RunningGuest
 
-pytestmark = [pytest.mark.guest, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 
 DISK_SIZE = 64 << 20
 
@@ -65,6 +68,7 @@ def qsd_vhost_export(
     return StorageDaemon(rundir, args)
 
 
+@pytest.mark.guest
 @pytest.mark.usefixtures("qsd_ready")
 def test_hotplug_verify_unplug(guest: RunningGuest, tmp_path: Path) -> None:
     g = guest.guest
@@ -94,6 +98,7 @@ def test_hotplug_verify_unplug(guest: RunningGuest, tmp_path: Path) -> None:
         guest.call(qsd.stop())
 
 
+@pytest.mark.guest
 @pytest.mark.usefixtures("qsd_ready")
 def test_write_errors_reach_fio_and_kernel_log(guest: RunningGuest, tmp_path: Path) -> None:
     g = guest.guest
@@ -118,3 +123,21 @@ def test_write_errors_reach_fio_and_kernel_log(guest: RunningGuest, tmp_path: Pa
         guest.call(g.unplug("bad0"))
     finally:
         guest.call(qsd.stop())
+
+
+def test_verify_job_renders_and_parses_with_the_guest_fio(
+    guest_image: GuestImage, tmp_path: Path
+) -> None:
+    """The guest's own static fio, run on the host: job options and JSON parsing agree."""
+    fio = guest_image.kernel.parent / "fio"
+    target = sparse_image(tmp_path / "target.img", 8 << 20)
+    # tmpfs has no O_DIRECT and no libaio here: the same job, buffered and synchronous.
+    job = dataclasses.replace(verify_job(str(target), "8M"), direct=False, ioengine="psync")
+    proc = subprocess.run(
+        [str(fio), *job.args()], capture_output=True, text=True, timeout=120, check=False
+    )
+    result = parse_fio(proc.returncode, "fio: a note before the JSON\n" + proc.stdout, proc.stderr)
+    assert result.ok and result.verified and result.verify_ok, proc.stderr
+    assert result.write.ios == result.read.ios == 2048
+    assert result.write.io_bytes == 8 << 20
+    assert result.write.lat_mean_us > 0 and result.write.lat_p99_us > 0
