@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PKGS=(qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils dpkg-dev
-      libaio-dev zlib1g-dev gcc make pkg-config)
+      libaio-dev zlib1g-dev gcc make pkg-config
+      libc6-dev binutils)
 
 log() { printf '[setup-host] %s\n' "$*"; }
 
