@@ -42,7 +42,11 @@ READ_AHEAD = 256
 
 INLINE_SCHEMES = ("file", "null", "mem", "nbd", "nbd+unix")
 _INLINE_RE = re.compile("^(" + "|".join(map(re.escape, INLINE_SCHEMES)) + r"):\S+$")
-_PATH_EVENT_RE = re.compile(r"^path (failed|reinstated)\W+(\S+)", re.IGNORECASE)
+_PATH_EVENT_RE = re.compile(
+    r"^(?:path[ _](?P<a>failed|reinstated)|(?P<b>fail|reinstate)_path)\W+(?P<dev>\S+)",
+    re.IGNORECASE)
+"""Table-event reasons that are path events: ``path failed: DEV``, ``PATH_REINSTATED DEV``,
+``fail_path DEV``... (the multipath target's reason names the path)."""
 
 
 class EventBus:
@@ -422,8 +426,9 @@ class Daemon:
         self.events.emit("DM_EVENT", {"name": name, "event-nr": event_nr, "reason": reason})
         m = _PATH_EVENT_RE.match(reason)
         if m:
-            kind = "PATH_FAILED" if m.group(1).lower() == "failed" else "PATH_REINSTATED"
-            self.events.emit(kind, {"name": name, "dev": m.group(2)})
+            failed = (m.group("a") or m.group("b")).lower().startswith("fail")
+            kind = "PATH_FAILED" if failed else "PATH_REINSTATED"
+            self.events.emit(kind, {"name": name, "dev": m.group("dev")})
 
     # -- exports ---------------------------------------------------------------------
 

@@ -128,3 +128,31 @@ def test_refused_without_side_effects(tmp_path: Path, cmd: str, args: dict[str, 
         run(main())
     finally:
         listener.close()
+
+
+def test_multipath_message_refused_while_suspended(tmp_path: Path) -> None:
+    from backend.dm import registered
+
+    if "multipath" not in registered():
+        pytest.skip("the multipath target does not exist yet")
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"p{i}.img"
+        p.write_bytes(b"\0" * (1 << 20))
+        paths.append(p)
+
+    async def main() -> None:
+        async with in_process(tmp_path) as (_, c):
+            for i, p in enumerate(paths):
+                await c.execute("dev-add", {"name": f"p{i}", "uri": f"file:{p}"})
+            await c.execute("dm-create", {"name": "mp", "table":
+                            "0 2048 multipath 0 0 1 1 round-robin 0 2 1 p0 1 p1 1"})
+            await c.execute("dm-suspend", {"name": "mp"})
+            before = await c.execute("query-dm")
+            cls, desc = await error_of(c, "dm-message", {"name": "mp", "sector": 0,
+                                                         "message": "fail_path p0"})
+            assert cls == "GenericError" and desc.startswith("dm-message: ")
+            assert "EBUSY" in desc or "suspended" in desc, desc
+            assert await c.execute("query-dm") == before
+
+    run(main())

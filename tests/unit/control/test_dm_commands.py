@@ -119,7 +119,7 @@ def test_table_events_and_wait(tmp_path: Path) -> None:
                 assert ev["data"] == {"name": "z", "event-nr": 1, "reason": "path failed: p1"}
                 ev = await next_event(events, "PATH_FAILED")
                 assert ev["data"] == {"name": "z", "dev": "p1"}
-                md.raise_table_event("path reinstated: p1")
+                md.raise_table_event("reinstate_path p1")
                 ev = await next_event(events, "PATH_REINSTATED")
                 assert ev["data"] == {"name": "z", "dev": "p1"}
             assert await c.execute("dm-wait", {"name": "z", "event-nr": 0}) == {"event-nr": 2}
