@@ -96,22 +96,16 @@ class VhostUserServer:
         if self.state is not ServerState.STOPPED:
             raise VhostUserError(f"{self.path}: server is {self.state.value}, not stopped")
         _claim_path(self.path)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            # Bind under a private name, restrict it, then rename: never a window in
-            # which the socket exists with the umask's mode.
-            sock.bind(str(tmp))
-            os.chmod(tmp, 0o600)
+            # Linux creates the socket file with the socket inode's mode (minus umask):
+            # restricting it before bind leaves no window with a wider mode.
+            os.fchmod(sock.fileno(), 0o600)
+            sock.bind(str(self.path))
             sock.listen(1)
-            os.rename(tmp, self.path)
         except OSError as exc:
             sock.close()
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise VhostUserError(f"{self.path}: cannot listen: {exc.strerror}") from exc
+            raise VhostUserError(f"{self.path}: cannot listen: {exc}") from exc
         sock.setblocking(False)
         self._listener = sock
         self._listener_ino = os.stat(self.path).st_ino

@@ -59,3 +59,13 @@ def test_stale_socket_is_reused_and_other_files_refused(tmp_path: Path) -> None:
             VhostUserBlkExport("b", NullSink(), regular).start()
 
     asyncio.run(main())
+
+
+def test_too_long_path_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / ("x" * 120 + ".sock")
+
+    async def main() -> None:
+        with pytest.raises(VhostUserError, match="cannot listen"):
+            VhostUserBlkExport("a", NullSink(), path).start()
+
+    asyncio.run(main())
