@@ -25,6 +25,7 @@ from typing import Any
 from qemu.qmp import QMPClient
 
 from ..errors import ControlError
+from . import dmsetup_format as fmt
 from .client import execute, qmp_session, socket_path
 from .errors import ClientError
 from .version import VERSION
@@ -131,8 +132,6 @@ async def _wait(client: QMPClient, ns: argparse.Namespace) -> Output:
 
 def _dm_view(kind: str) -> Verb:
     async def view(client: QMPClient, ns: argparse.Namespace) -> Output:
-        from . import dmsetup_format as fmt
-
         entries = await _query_dm(client, ns.name)
         shown: object = entries[0] if ns.name else entries
         all_devices = ns.name is None
@@ -145,8 +144,6 @@ def _dm_view(kind: str) -> Verb:
 
 
 async def _ls(client: QMPClient, ns: argparse.Namespace) -> Output:
-    from . import dmsetup_format as fmt
-
     entries = await _query_dm(client, None)
     return entries, fmt.ls_lines(entries)
 
@@ -161,12 +158,10 @@ async def _dev_remove(client: QMPClient, ns: argparse.Namespace) -> Output:
 
 
 async def _dev_ls(client: QMPClient, ns: argparse.Namespace) -> Output:
-    from .dmsetup_format import columns
-
     devs = await execute(client, "query-devs")
     rows = [(d["name"], d["size"], d["state"], ",".join(d.get("users", [])) or "-", d["uri"])
             for d in devs]
-    return devs, columns(rows, ("NAME", "SIZE", "STATE", "USERS", "URI")) if devs else []
+    return devs, fmt.columns(rows, ("NAME", "SIZE", "STATE", "USERS", "URI")) if devs else []
 
 
 async def _export_add(client: QMPClient, ns: argparse.Namespace) -> Output:
@@ -182,12 +177,10 @@ async def _export_del(client: QMPClient, ns: argparse.Namespace) -> Output:
 
 
 async def _export_ls(client: QMPClient, ns: argparse.Namespace) -> Output:
-    from .dmsetup_format import columns
-
     exports = await execute(client, "query-exports")
     rows = [(e["id"], e["dm"], "yes" if e["connected"] else "no", e["num-queues"],
              "rw" if e.get("writable", True) else "ro", e["socket"]) for e in exports]
-    return exports, (columns(rows, ("ID", "DM", "CONNECTED", "QUEUES", "MODE", "SOCKET"))
+    return exports, (fmt.columns(rows, ("ID", "DM", "CONNECTED", "QUEUES", "MODE", "SOCKET"))
                      if exports else [])
 
 

@@ -31,7 +31,7 @@ from .framing import JSONSplitter
 
 log = logging.getLogger(__name__)
 
-LINE_LIMIT = 16 << 20
+MESSAGE_LIMIT = 16 << 20
 """Longest message accepted (a big table is a long string)."""
 
 
@@ -83,7 +83,7 @@ class Channel:
         self._reader = reader
         self._writer = writer
         self.ident = ident
-        self._splitter = JSONSplitter(LINE_LIMIT)
+        self._splitter = JSONSplitter(MESSAGE_LIMIT)
         self._pending: deque[object] = deque()
 
     async def recv(self) -> object:
