@@ -28,15 +28,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CommandError
+from .errors import CommandError, ConfigError
 from .qmp import Dispatcher
+
+__all__ = ["SECTIONS", "Config", "ConfigError", "apply_config", "load_config"]
 
 SECTIONS = {"device": "dev-add", "dm": "dm-create", "export": "export-add"}
 """Config array -> the command each of its entries is, in the order they are applied."""
-
-
-class ConfigError(CommandError):
-    """The config file is unreadable, malformed, or one of its entries was refused."""
 
 
 @dataclass

@@ -6,6 +6,7 @@
      +-- ControlError              a bad QMP command or argument
           +-- CommandError         a command failed; carries the QMP error class
                +-- CommandNotFound no such command (or not in this negotiation phase)
+               +-- ConfigError     a ``vudm serve --config`` file or one of its entries
           +-- ProtocolError        the peer broke the wire protocol (bad JSON, ...)
           +-- ClientError          the CLI could not reach or use the daemon
 
@@ -35,6 +36,10 @@ class CommandNotFound(CommandError):
     """The command does not exist, or is not allowed before/after negotiation."""
 
     error_class = COMMAND_NOT_FOUND
+
+
+class ConfigError(CommandError):
+    """The config file is unreadable, malformed, or one of its entries was refused."""
 
 
 class ProtocolError(ControlError):
