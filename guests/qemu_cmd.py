@@ -47,6 +47,11 @@ class MachineConfig:
     boot_disks: Sequence[tuple[int, VhostUserDisk]] = field(default_factory=tuple)
 
 
+def opt_value(value: object) -> str:
+    """A value inside a QEMU ``-chardev``/``-device`` option string (commas doubled)."""
+    return str(value).replace(",", ",,")
+
+
 def root_port_id(slot: int) -> str:
     return f"rp{slot}"
 
@@ -78,7 +83,7 @@ def choose_accel() -> str:
 
 
 def chardev_socket_args(disk: VhostUserDisk) -> str:
-    opts = f"socket,id={disk.chardev_id},path={disk.socket_path}"
+    opts = f"socket,id={disk.chardev_id},path={opt_value(disk.socket_path)}"
     if disk.reconnect is not None:
         opts += f",reconnect={disk.reconnect}"
     return opts
@@ -115,12 +120,12 @@ def qemu_argv(
         "-kernel", str(config.image.kernel),
         "-initrd", str(config.image.initrd),
         "-append", config.image.cmdline,
-        "-chardev", f"file,id=console,path={console_log}",
+        "-chardev", f"file,id=console,path={opt_value(console_log)}",
         "-serial", "chardev:console",
-        "-chardev", f"socket,id=qmp,path={qmp_socket}",
+        "-chardev", f"socket,id=qmp,path={opt_value(qmp_socket)}",
         "-mon", "chardev=qmp,mode=control",
         "-device", "virtio-serial-pci,id=vser,bus=pcie.0,addr=0x8",
-        "-chardev", f"socket,id=agent,path={agent_socket}",
+        "-chardev", f"socket,id=agent,path={opt_value(agent_socket)}",
         "-device", f"virtserialport,bus=vser.0,chardev=agent,name={AGENT_PORT_NAME}",
     ]  # fmt: skip
     for slot in range(config.hotplug_slots):
@@ -131,6 +136,6 @@ def qemu_argv(
         ]
     for slot, disk in config.boot_disks:
         device = vhost_user_blk_device(disk, slot)
-        options = [str(device.pop("driver"))] + [f"{k}={v}" for k, v in device.items()]
+        options = [str(device.pop("driver"))] + [f"{k}={opt_value(v)}" for k, v in device.items()]
         argv += ["-chardev", chardev_socket_args(disk), "-device", ",".join(options)]
     return argv

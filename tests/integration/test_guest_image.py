@@ -18,6 +18,7 @@ import pytest
 
 from guests.fio import parse_fio, run_fio, verify_job
 from guests.image import GuestImage
+from guests.qemu_cmd import opt_value
 from qmp_scenarios.qsd import StorageDaemon
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def qsd_vhost_export(
     With ``fail_writes``, a blkdebug node between the format and the file fails every
     write with EIO (raw's write_aio event activates the rule), while reads still work.
     """
-    blockdevs = [f"driver=file,node-name=file0,filename={image},cache.direct=on"]
+    blockdevs = [f"driver=file,node-name=file0,filename={opt_value(image)},cache.direct=on"]
     protocol = "file0"
     if fail_writes:
         blockdevs.append(
@@ -62,7 +63,7 @@ def qsd_vhost_export(
         args += ["--blockdev", blockdev]
     args += [
         "--export",
-        f"type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path={socket},"
+        f"type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path={opt_value(socket)},"
         "writable=on",
     ]
     return StorageDaemon(rundir, args)
