@@ -1,7 +1,7 @@
 """Target types, one module each; importing this package registers them all."""
 
 from backend.targets import dust as dust
-from backend.targets import error, linear, striped, zero
+from backend.targets import error, linear, multipath, striped, zero
 from backend.targets import flakey as flakey
 
-__all__ = ["error", "linear", "striped", "zero"]
+__all__ = ["error", "linear", "multipath", "striped", "zero"]

@@ -1,0 +1,368 @@
+"""multipath: one disk reached over several paths, grouped by priority (dm-mpath, bio-based).
+
+Table::
+
+    <#features> [queue_if_no_path] [no_path_retry N]
+    <#hw_args> (must be 0: there is no hardware handler here)
+    <#pgs> <initial_pg>
+    { <selector> <#sel_args> <sel_args>... <#paths> <#path_args> { <dev> <path_args>... }... }
+
+Like the kernel, a path sees the mapped device's own sector numbers (paths must cover
+the target's range). I/O goes to a path of the current priority group chosen by the
+group's selector (:mod:`backend.targets.path_selectors`). An I/O that fails on a path
+(any error but the target errors EOPNOTSUPP, ENOSPC, EINVAL, EROFS) fails that path and
+is retried on another. With no valid path, I/O is queued in the target if
+``queue_if_no_path`` is on, else it fails with EIO; during a noflush suspend it is
+handed back to the core (REQUEUE = pushback, seed 001).
+
+``no_path_retry N`` turns queueing on and tells the path checker (the multipathd
+analogue, :mod:`backend.checker`) to send ``fail_if_no_path`` after N checks without a
+valid path, and ``queue_if_no_path`` again once a path is back; N = 0 fails at once.
+
+Messages (refused with EBUSY while the device is suspended): ``fail_path DEV``,
+``reinstate_path DEV``, ``queue_if_no_path``, ``fail_if_no_path``, ``switch_group N``,
+``enable_group N``, ``disable_group N``. Status is dm-mpath's ``multipath_status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from backend.blockio import BlockDevice, Status
+from backend.dm.args import ArgReader
+from backend.dm.clone import Clone
+from backend.dm.registry import register
+from backend.dm.target import EndIo, EndIoResult, MapResult, MessageError, StatusType, Target
+from backend.errors import TableError
+from backend.targets.path_selectors import PathSelector, make_selector
+
+NO_RETRY_ERRORS = frozenset({Status.EOPNOTSUPP, Status.ENOSPC, Status.EINVAL, Status.EROFS})
+"""noretry_error(): errors of the request itself; another path would answer the same."""
+
+
+@dataclass(eq=False)
+class Path:
+    """One path (the kernel's pgpath): a device in a group, up (A) or failed (F)."""
+
+    name: str
+    device: BlockDevice
+    group: PriorityGroup
+    active: bool = True
+    fail_count: int = 0
+
+
+@dataclass(eq=False)
+class PriorityGroup:
+    """Paths with one selector; numbered from 1 in table order."""
+
+    number: int
+    selector: PathSelector[Path]
+    paths: list[Path] = field(default_factory=list)
+    bypassed: bool = False
+
+
+@register("multipath")
+class MultipathTarget(Target):
+    """dm-mpath: see the module docstring."""
+
+    num_flush_bios = 1
+    num_discard_bios = 1
+    num_write_zeroes_bios = 1
+
+    # --- construction ---------------------------------------------------------------
+
+    def ctr(self, args: list[str]) -> None:
+        reader = ArgReader(args)
+        self._parse_features(reader.next_group("feature arguments"))
+        if reader.next_group("hardware handler arguments"):
+            raise TableError("hardware handlers are not supported (<#hw_args> must be 0)")
+        count = reader.next_uint("number of priority groups", maximum=1024)
+        initial = reader.next_uint("initial priority group", maximum=1024)
+        if (count == 0) != (initial == 0) or initial > count:
+            raise TableError(f"invalid initial priority group {initial} of {count}")
+        self.groups = [self._parse_group(reader, n) for n in range(1, count + 1)]
+        reader.finish()
+        self.paths = [p for g in self.groups for p in g.paths]
+        self.valid_paths = len(self.paths)
+        self._saved_queue_if_no_path = self._queue_if_no_path
+        self._noflush_pushback = False
+        self._current_pg: PriorityGroup | None = None
+        self._current_path: Path | None = None
+        self._next_pg = self.groups[initial - 1] if initial else None
+        self._queued: deque[Clone] = deque()
+        self._kick_scheduled = False
+        self._dead = False
+
+    def _parse_features(self, words: list[str]) -> None:
+        reader = ArgReader(words)
+        self._queue_if_no_path = False
+        self.no_path_retry: int | None = None
+        while reader.remaining:
+            word = reader.next("feature").lower()
+            if word == "queue_if_no_path":
+                self._queue_if_no_path = True
+            elif word == "no_path_retry":
+                self.no_path_retry = reader.next_uint("no_path_retry count")
+            else:
+                raise TableError(f"unrecognised multipath feature {word!r}")
+        if self.no_path_retry:
+            self._queue_if_no_path = True
+
+    def _parse_group(self, reader: ArgReader, number: int) -> PriorityGroup:
+        selector: PathSelector[Path] = make_selector(
+            reader.next(f"path selector of group {number}"),
+            reader.next_group(f"selector arguments of group {number}"))
+        group = PriorityGroup(number, selector)
+        count = reader.next_uint(f"number of paths in group {number}", 1, 1024)
+        nargs = reader.next_uint(f"number of path arguments in group {number}", 0, 1024)
+        for i in range(count):
+            name = reader.next(f"device of path {i + 1} in group {number}")
+            path_args = [reader.next(f"arguments of path {name}") for _ in range(nargs)]
+            path = Path(name, self.get_device(name, self.begin, self.length), group)
+            selector.add_path(path, path_args)
+            group.paths.append(path)
+        return group
+
+    def dtr(self) -> None:
+        self._dead = True
+        queued, self._queued = self._queued, deque()
+        for clone in queued:  # the core only destroys a drained table; be safe anyway
+            clone.end(Status.EIO)
+
+    # --- path selection (choose_pgpath) ---------------------------------------------
+
+    def _choose_path(self, nr_bytes: int) -> Path | None:
+        if self.valid_paths == 0:
+            self._current_pg = self._current_path = None
+            return None
+        if self._next_pg is not None:  # switch_group or the initial group
+            group, self._next_pg = self._next_pg, None
+            if (path := self._choose_in(group, nr_bytes)) is not None:
+                return path
+        # Don't change group until the current one has no usable path.
+        if self._current_pg is not None and (
+                path := self._choose_in(self._current_pg, nr_bytes)) is not None:
+            return path
+        # First the groups not bypassed, then (as a last resort) the bypassed ones.
+        for bypassed in (False, True):
+            for group in self.groups:
+                if group.bypassed == bypassed and (
+                        path := self._choose_in(group, nr_bytes)) is not None:
+                    return path
+        self._current_pg = self._current_path = None
+        return None
+
+    def _choose_in(self, group: PriorityGroup, nr_bytes: int) -> Path | None:
+        path = group.selector.select_path(nr_bytes)
+        if path is None:
+            return None
+        if self._current_pg is not group:
+            self.log.info("%s: switching to priority group %d", self.context.device_name,
+                          group.number)
+            self._current_pg = group
+        self._current_path = path
+        return path
+
+    def _must_push_back(self) -> bool:
+        """seed 001: a noflush suspend began with queueing on, so no-path I/O is handed
+        back to the core (pushed back) instead of failed (the kernel's __must_push_back)."""
+        return self._noflush_pushback and self.context.noflush_suspending()
+
+    # --- I/O path (never raises) ------------------------------------------------------
+
+    def map(self, clone: Clone) -> MapResult:
+        return self._route(clone)
+
+    def _route(self, clone: Clone) -> MapResult:
+        """__multipath_map_bio: remap to a path, queue in the target, requeue or kill."""
+        clone.private = None
+        path = self._choose_path(clone.nbytes)
+        if path is None:
+            if self._queue_if_no_path:
+                self._queued.append(clone)
+                return MapResult.SUBMITTED
+            if self._must_push_back():
+                return MapResult.REQUEUE
+            self.log.info("%s: no valid path: failing %r with EIO", self.context.device_name,
+                          clone)
+            return MapResult.KILL
+        clone.private = path
+        clone.remap(path.device, self.begin + clone.target_offset)
+        path.group.selector.start_io(path, clone.nbytes)
+        return MapResult.REMAPPED
+
+    def end_io(self, clone: Clone, status: Status) -> EndIoResult:
+        """multipath_end_io_bio: a path error fails the path and retries the I/O."""
+        path: Path | None = clone.private
+        clone.private = None
+        if path is not None:
+            path.group.selector.end_io(path, clone.nbytes)
+        # path None: the target ended this clone itself (queue flush), status decided.
+        if path is None or status is Status.OK or status in NO_RETRY_ERRORS \
+                or status is Status.REQUEUE:
+            return EndIo.DONE
+        self.log.info("%s: %r failed on %s with %s", self.context.device_name, clone,
+                      path.name, status.name)
+        self._fail_path(path)
+        if self.valid_paths == 0 and not self._queue_if_no_path:
+            if self._must_push_back():
+                return EndIo.REQUEUE
+            return Status.EIO
+        self._queued.append(clone)
+        if self.valid_paths:
+            self._kick()
+        return EndIo.INCOMPLETE
+
+    def _kick(self) -> None:
+        """process_queued_io_list: re-map the queued clones soon (on the loop)."""
+        if not self._queued or self._kick_scheduled or self._dead:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._process_queued()
+            return
+        self._kick_scheduled = True
+        loop.call_soon(self._kicked)
+
+    def _kicked(self) -> None:
+        self._kick_scheduled = False
+        if not self._dead:
+            self._process_queued()
+
+    def _process_queued(self) -> None:
+        """process_queued_bios: each queued clone is mapped again, in order."""
+        batch, self._queued = self._queued, deque()
+        for clone in batch:
+            result = self._route(clone)
+            if result is MapResult.REMAPPED:
+                clone.issue()
+            elif result is MapResult.REQUEUE:
+                clone.end(Status.REQUEUE)
+            elif result is MapResult.KILL:
+                clone.end(Status.EIO)
+
+    @property
+    def queued(self) -> int:
+        """Clones waiting in the target for a path."""
+        return len(self._queued)
+
+    # --- path state ---------------------------------------------------------------
+
+    def _fail_path(self, path: Path) -> None:
+        if not path.active:
+            return
+        path.group.selector.fail_path(path)
+        path.active = False
+        path.fail_count += 1
+        self.valid_paths -= 1
+        if self._current_path is path:
+            self._current_path = None
+        self.log.warning("%s: failing path %s", self.context.device_name, path.name)
+        self.context.table_event(f"path failed: {path.name} ({self.valid_paths} valid)")
+
+    def _reinstate_path(self, path: Path) -> None:
+        if path.active:
+            return
+        path.group.selector.reinstate_path(path)
+        path.active = True
+        self.valid_paths += 1
+        if self.valid_paths == 1:
+            self._current_path = None
+        self.log.warning("%s: reinstating path %s", self.context.device_name, path.name)
+        self.context.table_event(f"path reinstated: {path.name} ({self.valid_paths} valid)")
+        self._kick()
+
+    @property
+    def queue_if_no_path(self) -> bool:
+        return self._queue_if_no_path
+
+    def _set_queue_if_no_path(self, on: bool, save_old: bool) -> None:
+        """queue_if_no_path(): set the flag, keep the value resume restores, and let
+        queued I/O go (be failed or pushed back) when queueing stops."""
+        self._saved_queue_if_no_path = (self._queue_if_no_path if save_old else on)
+        self._queue_if_no_path = on
+        if not on:
+            self._kick()
+
+    # --- suspend / resume ---------------------------------------------------------------
+
+    def presuspend(self) -> None:
+        """Suspend cannot finish while I/O waits here for a path: stop queueing (saving
+        the setting) and release the queue now - EIO for a flush suspend, REQUEUE
+        (pushback) for a noflush suspend that began with queueing on (seed 001)."""
+        self._noflush_pushback = self._queue_if_no_path and self.context.noflush_suspending()
+        self._set_queue_if_no_path(False, save_old=True)
+        self._process_queued()
+
+    def resume(self) -> None:
+        """Restore queue_if_no_path as it was before presuspend."""
+        self._queue_if_no_path = self._saved_queue_if_no_path
+        self._noflush_pushback = False
+
+    # --- control ----------------------------------------------------------------------
+
+    def message(self, argv: list[str]) -> str:
+        if self.context.suspended():
+            raise MessageError("multipath: device is suspended", Status.EBUSY)
+        verb = argv[0].lower()
+        if len(argv) == 1 and verb in ("queue_if_no_path", "fail_if_no_path"):
+            self._set_queue_if_no_path(verb == "queue_if_no_path", save_old=False)
+            return ""
+        if len(argv) != 2:
+            raise MessageError(f"multipath: invalid message arguments: {' '.join(argv)!r}")
+        if verb in ("fail_path", "reinstate_path"):
+            paths = [p for p in self.paths if argv[1] in (p.name, p.device.name)]
+            if not paths:
+                raise MessageError(f"multipath: no path {argv[1]!r} in this target")
+            for path in paths:
+                (self._fail_path if verb == "fail_path" else self._reinstate_path)(path)
+            return ""
+        if verb in ("switch_group", "enable_group", "disable_group"):
+            group = self._group_arg(argv[1])
+            if verb == "switch_group":
+                for g in self.groups:
+                    g.bypassed = False
+                self._next_pg = group
+            else:
+                group.bypassed = verb == "disable_group"
+            self._current_pg = self._current_path = None
+            self.context.table_event(f"priority group {group.number}: {verb}")
+            return ""
+        raise MessageError(f"multipath: unrecognised message {argv[0]!r}")
+
+    def _group_arg(self, text: str) -> PriorityGroup:
+        if not text.isdigit() or not 1 <= int(text) <= len(self.groups):
+            raise MessageError(f"multipath: invalid priority group number {text!r}")
+        return self.groups[int(text) - 1]
+
+    def status(self, kind: StatusType) -> str:
+        """multipath_status: features, hw handler, groups, then each group and path."""
+        info = kind is StatusType.INFO
+        if info:
+            words = ["2", "0", "0"]  # queue_io, pg_init_count (no hw handler: both 0)
+        else:
+            features = []
+            if self._queue_if_no_path and not self.no_path_retry:
+                features.append("queue_if_no_path")
+            if self.no_path_retry is not None:
+                features += ["no_path_retry", str(self.no_path_retry)]
+            words = [str(len(features)), *features]
+        group_nr = (self._next_pg or self._current_pg or (self.groups[0] if self.groups
+                                                          else None))
+        words += ["0", str(len(self.groups)), str(group_nr.number if group_nr else 0)]
+        for g in self.groups:
+            if info:
+                words.append("D" if g.bypassed else "A" if g is self._current_pg else "E")
+            else:
+                words.append(g.selector.name)
+            args = g.selector.info_args if info else g.selector.table_args
+            words += [g.selector.status(kind), str(len(g.paths)), str(args)]
+            for p in g.paths:
+                words.append(p.name)
+                if info:
+                    words += ["A" if p.active else "F", str(p.fail_count)]
+                words.append(g.selector.path_status(p, kind))
+        return " ".join(w for w in words if w)
