@@ -1,0 +1,85 @@
+"""The rig a scenario runs on: a vudm daemon (its own process, driven over QMP), a guest,
+NBD path servers over a shared disk image, and the recorder of steps and evidence.
+
+Only public interfaces are used: ``vudm serve`` and QMP for the daemon, guests/ for the
+guest, qemu-storage-daemon for the paths. Each rig has its own work directory, so rigs
+in parallel pytest workers never share a socket or a log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from backend.control.testing import DaemonProcess
+from guests.machine import Guest
+
+from .events import EventLog
+from .nbd_server import NbdServer
+from .result import Recorder, ScenarioResult
+
+log = logging.getLogger(__name__)
+
+
+class Rig:
+    """``async with Rig(workdir, result) as rig:`` starts vudm; steps add the rest."""
+
+    def __init__(self, workdir: Path, result: ScenarioResult, *, image_mb: int = 256,
+                 checker_interval: float = 0.5) -> None:
+        self.workdir = workdir
+        self.result = result
+        self.rec = Recorder(result)
+        self.image_mb = image_mb
+        self.image = workdir / "disk.img"
+        self.checker_interval = checker_interval
+        self.vudm = DaemonProcess(workdir / "vudm")
+        self.paths: dict[str, NbdServer] = {}
+        self.guest: Guest | None = None
+        self._client: QMPClient | None = None
+        self._events: EventLog | None = None
+
+    async def __aenter__(self) -> Rig:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.image.open("wb") as f:
+            f.truncate(self.image_mb << 20)
+        await self.vudm.start()
+        self._client = QMPClient("scenario")
+        await self._client.connect(str(self.vudm.qmp_path))
+        self._events = EventLog(self._client)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.guest is not None:
+            with contextlib.suppress(Exception):
+                await self.guest.stop()
+        if self._events is not None:
+            await self._events.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.disconnect()
+        with contextlib.suppress(Exception):
+            await self.vudm.stop()
+        for srv in self.paths.values():
+            with contextlib.suppress(Exception):
+                await srv.stop()
+
+    @property
+    def events(self) -> EventLog:
+        assert self._events is not None, "rig not started"
+        return self._events
+
+    async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run one vudm QMP command (raises qemu.qmp's ExecuteError on a QMP error)."""
+        assert self._client is not None, "rig not started"
+        return await self._client.execute(command, arguments)
+
+    def need_guest(self) -> Guest:
+        if self.guest is None:
+            raise RuntimeError("this step needs a booted guest (boot_guest first)")
+        return self.guest

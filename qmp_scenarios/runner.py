@@ -1,0 +1,79 @@
+"""Run one named scenario on a fresh rig, judge the guest's evidence, write JSON + PNG.
+
+The verdict uses only what the guest itself saw: fio's exit code, error count and
+verify result, and the guest kernel's I/O error lines. "no-eio" passes when every step
+ran and the guest saw no error and verify passed; "eio" passes when every step ran and
+the guest saw the error in both fio and its kernel log (the check can fail).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .registry import get_scenario
+from .result import ScenarioResult
+from .rig import Rig
+from .steps import collect_guest_errors
+from .timeline import draw_timeline
+from .workloads import read_iops_log
+
+log = logging.getLogger(__name__)
+
+
+def judge(result: ScenarioResult) -> None:
+    """Set ``passed`` and ``verdict`` from the steps and the guest's evidence."""
+    failed = [s.name for s in result.steps if not s.ok]
+    if failed:
+        result.passed = False
+        result.verdict = f"step failed: {failed[0]}"
+        return
+    fio = result.guest.fio
+    fio_error = fio is not None and (fio.exit_code != 0 or fio.errors > 0)
+    kernel_error = bool(result.guest.io_errors)
+    if result.expect == "no-eio":
+        if fio is None:
+            result.passed, result.verdict = False, "no fio result: nothing was verified"
+        elif fio_error or kernel_error or fio.verify == "failed":
+            result.passed = False
+            result.verdict = (f"guest saw errors: fio exit {fio.exit_code}, {fio.errors} "
+                              f"errors, verify {fio.verify}, "
+                              f"{len(result.guest.io_errors)} kernel I/O error lines")
+        else:
+            result.passed = True
+            result.verdict = "no error reached the guest; verify " + fio.verify
+    else:
+        result.passed = fio_error and kernel_error
+        result.verdict = ("guest saw EIO, as it must (fio and kernel log)" if result.passed
+                          else f"expected EIO, guest saw: fio error {fio_error}, "
+                               f"kernel I/O errors {kernel_error}")
+
+
+async def run_scenario(name: str, workdir: Path, *, json_path: Path | None = None,
+                       png_path: Path | None = None) -> ScenarioResult:
+    sc = get_scenario(name)
+    result = ScenarioResult(scenario=name, expect=sc.expect)
+    try:
+        async with Rig(workdir, result, image_mb=sc.image_mb) as rig:
+            try:
+                await sc.fn(rig)
+            finally:
+                if rig.guest is not None:
+                    try:
+                        await collect_guest_errors(rig)
+                        io_start = result.timings.get("io_start")
+                        if io_start is not None:
+                            result.iops = await read_iops_log(rig.guest, io_start)
+                    except Exception as e:  # evidence is best effort once a step failed
+                        log.warning("collecting guest evidence failed: %s", e)
+    except Exception as e:
+        log.exception("scenario %s failed", name)
+        judge(result)
+        result.passed = False
+        result.verdict = f"scenario error: {type(e).__name__}: {e}"
+    else:
+        judge(result)
+    if json_path is not None:
+        result.write(json_path)
+        draw_timeline(result, png_path or json_path.with_suffix(".png"))
+    return result

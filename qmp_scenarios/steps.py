@@ -1,0 +1,189 @@
+"""Small async steps a scenario is built from. Each records itself on the rig's recorder
+and waits on an event or a state with a timeout, never on a sleep. No asserts: a step
+that cannot do its job raises; judging the guest's evidence is the runner's business.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from guests.fio import FioHandle, start_fio
+from guests.fio_job import FioJob
+from guests.machine import Guest
+
+from .nbd_server import NbdServer
+from .result import FioEvidence
+from .rig import Rig
+
+# -- guest ----------------------------------------------------------------------------
+
+
+async def boot_guest(rig: Rig, memory_mb: int = 512, vcpus: int = 1) -> Guest:
+    async with rig.rec.step("boot guest") as st:
+        guest = Guest(rig.workdir / "guest", memory_mb=memory_mb, vcpus=vcpus)
+        rig.guest = guest
+        await guest.start()
+        st.detail = f"agent ready after {guest.boot_seconds or 0:.1f}s"
+    return guest
+
+
+async def attach_disk(rig: Rig, dm: str, disk_id: str, *, num_queues: int = 1,
+                      reconnect: int | None = None) -> str:
+    """Export mapped device ``dm`` and hotplug it into the guest; return its /dev path."""
+    guest = rig.need_guest()
+    async with rig.rec.step(f"hotplug {disk_id} ({dm})") as st:
+        sock = rig.workdir / f"{disk_id}.sock"
+        mark = rig.events.mark()
+        await rig.qmp("export-add", {"id": disk_id, "dm": dm, "socket": str(sock),
+                                     "num-queues": num_queues, "writable": True})
+        dev = await guest.hotplug_vhost_user_blk(disk_id, sock, num_queues=num_queues,
+                                                 reconnect=reconnect)
+        await rig.events.wait("EXPORT_CONNECTED", {"id": disk_id}, since=mark)
+        st.detail = dev
+    return dev
+
+
+async def detach_disk(rig: Rig, disk_id: str) -> None:
+    guest = rig.need_guest()
+    async with rig.rec.step(f"unplug {disk_id}"):
+        mark = rig.events.mark()
+        await guest.unplug(disk_id)
+        await rig.events.wait("EXPORT_DISCONNECTED", {"id": disk_id}, since=mark)
+        await rig.qmp("export-del", {"id": disk_id})
+
+
+async def start_io(rig: Rig, job: FioJob) -> FioHandle:
+    """Start fio in the guest (in the background) and return its handle."""
+    guest = rig.need_guest()
+    async with rig.rec.step(f"start fio {job.name} on {job.filename}"):
+        handle = await start_fio(guest, job)
+    rig.result.timings.setdefault("io_start", rig.rec.now())
+    return handle
+
+
+async def wait_io(rig: Rig, handle: FioHandle, timeout: float = 300.0) -> FioEvidence:
+    """Wait for fio to end; record its result as the guest's evidence."""
+    async with rig.rec.step("wait for fio") as st:
+        res = await handle.wait(timeout)
+        verify = ("not-run" if not res.verified else "passed" if res.verify_ok else "failed")
+        ev = FioEvidence(exit_code=res.exit_code, errors=res.errors, verify=verify,
+                         read_ios=res.read.ios, write_ios=res.write.ios,
+                         error_text=res.stderr[-1000:])
+        rig.result.guest.fio = ev
+        st.detail = f"exit {res.exit_code}, {res.errors} errors, verify {verify}"
+    return ev
+
+
+async def collect_guest_errors(rig: Rig) -> list[str]:
+    """The guest kernel's own I/O error lines (dmesg)."""
+    guest = rig.need_guest()
+    async with rig.rec.step("collect guest kernel I/O errors") as st:
+        errors = await guest.kernel_io_errors()
+        rig.result.guest.io_errors = errors
+        st.detail = f"{len(errors)} lines"
+    return errors
+
+
+async def guest_shell(rig: Rig, what: str, command: str, timeout: float = 60.0) -> str:
+    """Run a command in the guest (e.g. a flush with ``sync``/``blockdev --flushbufs``)."""
+    guest = rig.need_guest()
+    async with rig.rec.step(what) as st:
+        res = await guest.run(command, timeout)
+        st.detail = f"exit {res.exit_code}"
+        if res.exit_code != 0:
+            raise RuntimeError(f"{what}: exit {res.exit_code}: {res.stderr[-300:]}")
+    return res.output
+
+
+# -- paths ----------------------------------------------------------------------------
+
+
+async def add_nbd_path(rig: Rig, name: str) -> NbdServer:
+    """Start an NBD server for the shared image and register it with vudm as ``name``."""
+    async with rig.rec.step(f"add NBD path {name}"):
+        srv = NbdServer(rig.workdir / "paths", name, rig.image)
+        await srv.start()
+        rig.paths[name] = srv
+        await rig.qmp("dev-add", {"name": name, "uri": srv.uri})
+    return srv
+
+
+async def kill_path(rig: Rig, name: str, *, wait_failed: str | None = None,
+                    timeout: float = 30.0) -> None:
+    """SIGKILL path ``name``'s NBD server; with ``wait_failed=DM`` also wait until vudm
+    reports PATH_FAILED for it on that mapped device."""
+    async with rig.rec.step(f"kill path {name}"):
+        mark = rig.events.mark()
+        await rig.paths[name].kill()
+        rig.result.timings.setdefault(f"kill_{name}", rig.rec.now())
+        if wait_failed is not None:
+            await rig.events.wait("PATH_FAILED", {"name": wait_failed, "dev": name},
+                                  since=mark, timeout=timeout)
+
+
+async def restore_path(rig: Rig, name: str, *, wait_reinstated: str | None = None,
+                       timeout: float = 30.0) -> None:
+    """Restart path ``name``'s NBD server; with ``wait_reinstated=DM`` wait until the
+    path checker reinstates it on that mapped device."""
+    async with rig.rec.step(f"restore path {name}"):
+        mark = rig.events.mark()
+        await rig.paths[name].start()
+        if wait_reinstated is not None:
+            await rig.events.wait("PATH_REINSTATED", {"name": wait_reinstated, "dev": name},
+                                  since=mark, timeout=timeout)
+
+
+# -- mapped devices -------------------------------------------------------------------
+
+
+async def create_dm(rig: Rig, name: str, table: str) -> None:
+    async with rig.rec.step(f"create {name}"):
+        await rig.qmp("dm-create", {"name": name, "table": table})
+
+
+async def load_table(rig: Rig, name: str, table: str) -> None:
+    async with rig.rec.step(f"load {name}"):
+        await rig.qmp("dm-load", {"name": name, "table": table})
+
+
+async def suspend(rig: Rig, name: str, *, noflush: bool = False,
+                  timeout: float | None = 30.0) -> None:
+    kind = "noflush " if noflush else ""
+    async with rig.rec.step(f"suspend {kind}{name}"):
+        t0 = rig.rec.now()
+        args: dict[str, Any] = {"name": name, "noflush": noflush}
+        if timeout is not None:
+            args["timeout"] = timeout
+        await rig.qmp("dm-suspend", args)
+        rig.result.timings[f"suspend_{name}"] = rig.rec.now() - t0
+
+
+async def resume(rig: Rig, name: str) -> None:
+    async with rig.rec.step(f"resume {name}"):
+        await rig.qmp("dm-resume", {"name": name})
+
+
+async def message(rig: Rig, name: str, text: str, sector: int = 0) -> str:
+    async with rig.rec.step(f"message {name}: {text}") as st:
+        ret = await rig.qmp("dm-message", {"name": name, "sector": sector, "message": text})
+        reply = str(ret.get("reply", "")) if isinstance(ret, dict) else ""
+        st.detail = reply
+    return reply
+
+
+async def dm_status(rig: Rig, name: str) -> dict[str, Any]:
+    ret = await rig.qmp("query-dm", {"name": name})
+    assert isinstance(ret, list) and ret
+    info: dict[str, Any] = ret[0]
+    return info
+
+
+async def wait_dm_event(rig: Rig, name: str, after_event_nr: int,
+                        timeout: float = 30.0) -> int:
+    """dm-wait: returns once the device's event number has risen past ``after_event_nr``."""
+    async with rig.rec.step(f"wait for a table event on {name}") as st:
+        ret = await rig.qmp("dm-wait", {"name": name, "event-nr": after_event_nr,
+                                        "timeout": timeout})
+        nr = int(ret["event-nr"])
+        st.detail = f"event-nr {nr}"
+    return nr

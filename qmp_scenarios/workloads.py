@@ -1,0 +1,52 @@
+"""The fio jobs scenarios run in the guest, and reading their I/O-per-second log."""
+
+from __future__ import annotations
+
+from guests.fio_job import FioJob
+from guests.machine import Guest
+
+IOPS_LOG = "/tmp/vudm-io"
+"""fio writes ``<prefix>_iops.log`` (per_job_logs=0): one line per interval."""
+
+
+def verify_writes(disk: str, *, size: str = "32M", rate_iops: int = 1000,
+                  iodepth: int = 8, bs: str = "4k", name: str = "verify") -> FioJob:
+    """Random writes at a steady rate with every block read back and checked.
+
+    The rate keeps I/O flowing for ``size / bs / rate_iops`` seconds, so a scenario's
+    steps (kill a path, suspend, reload) happen while writes are in flight; blocks are
+    verified during the run (``verify_backlog``) and all of them again at the end.
+    """
+    return FioJob(
+        filename=disk, rw="randwrite", bs=bs, iodepth=iodepth, size=size, verify=True,
+        verify_backlog=128, name=name,
+        extra=(("rate_iops", str(rate_iops)), ("write_iops_log", IOPS_LOG),
+               ("log_avg_msec", "500"), ("per_job_logs", "0")),
+    )
+
+
+async def read_iops_log(guest: Guest, io_start: float) -> list[tuple[float, float, float]]:
+    """(seconds since scenario start, read IOPS, write IOPS) from the guest's fio log."""
+    res = await guest.run(f"cat {IOPS_LOG}_iops.log 2>/dev/null; true", 30)
+    buckets: dict[float, list[float]] = {}
+    for line in res.output.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 3 or not parts[0].isdigit():
+            continue
+        t = io_start + int(parts[0]) / 1000.0
+        rw = int(parts[2])
+        b = buckets.setdefault(t, [0.0, 0.0])
+        if rw in (0, 1):
+            b[rw] += float(parts[1])
+    return [(t, v[0], v[1]) for t, v in sorted(buckets.items())]
+
+
+def wait_for_ios_command(disk: str, writes: int) -> str:
+    """A guest command returning once the disk has completed ``writes`` writes.
+
+    The waiting happens in the guest on the disk's own counters (/sys/block/X/stat),
+    so the host step that follows (kill, suspend) really lands in the middle of I/O.
+    """
+    name = disk.rsplit("/", 1)[-1]
+    return (f"while [ $(awk '{{print $5}}' /sys/block/{name}/stat) -lt {writes} ]; "
+            f"do usleep 20000; done")
