@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# tests/unit is on sys.path under pytest (its test packages are rooted there): the dm
+# core's test support provides the request recorder, the runner and test-hold.
+from dm.support import HoldTarget, Requests, async_test, settle
+
 from backend.blockio import SECTOR_SHIFT, SECTOR_SIZE, BlockDevice, Completion, IoVec, Op, Status
 from backend.devices.mem import MemDevice
 from backend.dm import MappedDevice, parse_table
 from backend.errors import DeviceError
 from backend.targets.multipath import MultipathTarget
-
-from dm.support import Requests  # noqa: F401  (re-exported for the multipath tests)
 
 SIZE = 200
 """Sectors of the shared disk (and of the usual table)."""
@@ -153,5 +155,17 @@ def events(md: MappedDevice) -> list[str]:
     return seen
 
 
-__all__ = ["SIZE", "PathDevice", "Paths", "Requests", "events", "make_md", "mpath_line",
-           "mpaths", "path_states"]
+__all__ = [
+    "SIZE",
+    "HoldTarget",
+    "PathDevice",
+    "Paths",
+    "Requests",
+    "async_test",
+    "events",
+    "make_md",
+    "mpath_line",
+    "mpaths",
+    "path_states",
+    "settle",
+]

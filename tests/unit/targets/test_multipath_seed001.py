@@ -16,8 +16,18 @@ from backend.blockio import Op, Status
 from backend.dm import DeviceState, MappedDevice, parse_table
 from backend.errors import DeviceError
 
-from dm.support import HoldTarget, Requests, async_test, settle
-from targets.mpath_support import Paths, events, make_md, mpath_line, mpaths, path_states
+from .mpath_support import (
+    HoldTarget,
+    Paths,
+    Requests,
+    async_test,
+    events,
+    make_md,
+    mpath_line,
+    mpaths,
+    path_states,
+    settle,
+)
 
 ONE = mpath_line(0, 200, "p0", "p1")
 TWO = mpath_line(0, 100, "p0", "p1") + "\n" + mpath_line(100, 100, "p0", "p1")
