@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,7 +39,8 @@ class Rig:
         self.image_mb = image_mb
         self.image = workdir / "disk.img"
         self.checker_interval = checker_interval
-        self.vudm = DaemonProcess(workdir / "vudm")
+        self.run_dir = _short_run_dir(workdir)
+        self.vudm = DaemonProcess(self.run_dir / "vudm", log_path=workdir / "vudm.log")
         self.paths: dict[str, NbdServer] = {}
         self.guest: Guest | None = None
         self._client: QMPClient | None = None
@@ -68,6 +71,8 @@ class Rig:
         for srv in self.paths.values():
             with contextlib.suppress(Exception):
                 await srv.stop()
+        if self.run_dir.is_relative_to(tempfile.gettempdir()):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     @property
     def events(self) -> EventLog:
@@ -79,7 +84,29 @@ class Rig:
         assert self._client is not None, "rig not started"
         return await self._client.execute(command, arguments)
 
+    def socket_path(self, name: str) -> Path:
+        """Where a rig socket (an export, a path server) goes: short enough for AF_UNIX."""
+        return self.run_dir / name
+
     def need_guest(self) -> Guest:
         if self.guest is None:
             raise RuntimeError("this step needs a booted guest (boot_guest first)")
         return self.guest
+
+
+_SUN_PATH_BUDGET = 60
+"""Leave room below AF_UNIX's 108 bytes for names like ``paths/p0/nbd.sock``."""
+
+
+def _short_run_dir(workdir: Path) -> Path:
+    """``workdir/run``, or a short temp dir linked from there when the path is too long
+    for unix sockets (avocado's and pytest's work dirs can be)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = workdir / "run"
+    if len(str(run)) <= _SUN_PATH_BUDGET:
+        run.mkdir(exist_ok=True)
+        return run
+    short = Path(tempfile.mkdtemp(prefix="vudm-rig-"))
+    if not run.exists():
+        run.symlink_to(short)
+    return short

@@ -32,7 +32,7 @@ async def attach_disk(rig: Rig, dm: str, disk_id: str, *, num_queues: int = 1,
     """Export mapped device ``dm`` and hotplug it into the guest; return its /dev path."""
     guest = rig.need_guest()
     async with rig.rec.step(f"hotplug {disk_id} ({dm})") as st:
-        sock = rig.workdir / f"{disk_id}.sock"
+        sock = rig.socket_path(f"{disk_id}.sock")
         mark = rig.events.mark()
         await rig.qmp("export-add", {"id": disk_id, "dm": dm, "socket": str(sock),
                                      "num-queues": num_queues, "writable": True})
@@ -101,7 +101,7 @@ async def guest_shell(rig: Rig, what: str, command: str, timeout: float = 60.0) 
 async def add_nbd_path(rig: Rig, name: str) -> NbdServer:
     """Start an NBD server for the shared image and register it with vudm as ``name``."""
     async with rig.rec.step(f"add NBD path {name}"):
-        srv = NbdServer(rig.workdir / "paths", name, rig.image)
+        srv = NbdServer(rig.run_dir / "paths", name, rig.image)
         await srv.start()
         rig.paths[name] = srv
         await rig.qmp("dev-add", {"name": name, "uri": srv.uri})
