@@ -1,15 +1,34 @@
-"""Openers of the built-in URI schemes (each a few lines; the devices live elsewhere)."""
+"""Openers of the built-in URI schemes (each a few lines; the devices live elsewhere).
+
+``dm:NAME`` opens another mapped device of the daemon (stacking). Devices sit below the
+dm core, so this module cannot look mapped devices up itself: the daemon installs an
+opener with :func:`set_mapped_device_opener` (until it does, ``dm:`` URIs are refused).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ..blockio import BlockDevice
 from ..errors import DeviceError
 from .file import FileDevice
+from .mem import MemDevice, NullDevice
 from .nbd import open_nbd
-from .uri import register_scheme
+from .uri import parse_size, register_scheme
+
+MappedDeviceOpener = Callable[[str, bool], BlockDevice]
+"""(mapped device name, read_only) -> the device as a BlockDevice, held open until its
+``close()``; raises DeviceError when there is no such mapped device."""
+
+_mapped_device_opener: MappedDeviceOpener | None = None
+
+
+def set_mapped_device_opener(opener: MappedDeviceOpener | None) -> None:
+    """Tell ``dm:NAME`` how to open mapped devices (the daemon, at start; None to unset)."""
+    global _mapped_device_opener
+    _mapped_device_opener = opener
 
 
 @register_scheme("file")
@@ -34,3 +53,36 @@ async def _open_nbd_unix(
     name: str, uri: str, read_only: bool, loop: asyncio.AbstractEventLoop
 ) -> BlockDevice:
     return await open_nbd(name, uri, read_only, loop)
+
+
+def _size_of(uri: str, scheme: str) -> int:
+    text = urlsplit(uri).path
+    if not text:
+        raise DeviceError(f"bad device URI {uri!r}: {scheme}: needs a size ({scheme}:64M)")
+    return parse_size(text)
+
+
+@register_scheme("null")
+async def _open_null(
+    name: str, uri: str, read_only: bool, loop: asyncio.AbstractEventLoop
+) -> BlockDevice:
+    return NullDevice(name, _size_of(uri, "null"), read_only=read_only)
+
+
+@register_scheme("mem")
+async def _open_mem(
+    name: str, uri: str, read_only: bool, loop: asyncio.AbstractEventLoop
+) -> BlockDevice:
+    return MemDevice(name, _size_of(uri, "mem"), read_only=read_only)
+
+
+@register_scheme("dm")
+async def _open_dm(
+    name: str, uri: str, read_only: bool, loop: asyncio.AbstractEventLoop
+) -> BlockDevice:
+    target = urlsplit(uri).path
+    if not target or "/" in target:
+        raise DeviceError(f"bad device URI {uri!r}: dm: needs a mapped device name (dm:vol0)")
+    if _mapped_device_opener is None:
+        raise DeviceError(f"{uri}: no mapped devices to stack on here (no daemon)")
+    return _mapped_device_opener(target, read_only)
