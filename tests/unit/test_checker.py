@@ -1,0 +1,143 @@
+"""The path checker against multipath over in-memory paths that die and come back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import pytest
+from targets.mpath_support import (
+    Paths,
+    Requests,
+    async_test,
+    make_md,
+    mpath_line,
+    mpaths,
+    path_states,
+    settle,
+)
+
+from backend.blockio import Op, Status
+from backend.checker import CheckAction, PathChecker
+from backend.dm import MappedDevice
+
+
+class Emitted:
+    """Records emit(event, data) calls and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, name: str, data: Mapping[str, object]) -> None:
+        self.events.append((name, dict(data)))
+        self.changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.events) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def setup(features: str = "1 queue_if_no_path") -> tuple[MappedDevice, Paths, Emitted,
+                                                         PathChecker]:
+    paths = Paths("p0", "p1")
+    md = make_md(mpath_line(0, 200, "p0", "p1", features=features), paths)
+    emitted = Emitted()
+    checker = PathChecker(lambda: [md], emitted, interval=0.01, timeout=0.2)
+    return md, paths, emitted, checker
+
+
+@async_test
+async def test_fails_dead_path_and_reinstates_it_when_it_answers() -> None:
+    md, paths, emitted, checker = setup()
+    assert await checker.check_once() == []
+    paths.kill("p0")
+    assert await checker.check_once() == [CheckAction("mp", "p0", "fail_path")]
+    assert path_states(mpaths(md)[0]) == {"p0": "F", "p1": "A"}
+    assert md.event_nr == 1
+    assert await checker.check_once() == []  # still dead: tried to reconnect, no change
+    assert paths["p0"].connects == 2
+    paths["p0"].restart()
+    assert await checker.check_once() == [CheckAction("mp", "p0", "reinstate_path")]
+    assert paths["p0"].connected
+    assert md.event_nr == 2
+    assert emitted.events == [("PATH_FAILED", {"name": "mp", "dev": "p0"}),
+                              ("PATH_REINSTATED", {"name": "mp", "dev": "p0"})]
+
+
+@async_test
+async def test_reinstatement_releases_queued_io() -> None:
+    md, paths, _, checker = setup()
+    paths.kill()
+    r = Requests()
+    w = r.submit(md, "w", Op.WRITE, 3, 1, b"w")
+    await settle()
+    assert not w.done
+    assert await checker.check_once() == []  # the I/O already failed both paths
+    paths["p1"].restart()
+    assert await checker.check_once() == [CheckAction("mp", "p1", "reinstate_path")]
+    await settle()
+    assert r.order == [("w", Status.OK)]
+
+
+@async_test
+async def test_a_path_that_hangs_is_failed_after_the_timeout() -> None:
+    _, paths, emitted, checker = setup()
+    paths["p1"].hold = True
+    assert await checker.check_once() == [CheckAction("mp", "p1", "fail_path")]
+    paths["p1"].release()  # the late answer is harmless
+    assert emitted.events == [("PATH_FAILED", {"name": "mp", "dev": "p1"})]
+
+
+@async_test
+async def test_a_suspended_device_is_left_alone() -> None:
+    md, paths, _, checker = setup()
+    await md.suspend()
+    paths.kill("p0")
+    assert await checker.check_once() == []
+    assert paths["p0"].log == []
+    await md.resume()
+    assert await checker.check_once() == [CheckAction("mp", "p0", "fail_path")]
+
+
+@async_test
+async def test_no_path_retry_stops_queueing_after_n_checks_and_resumes_it() -> None:
+    md, paths, _, checker = setup(features="2 no_path_retry 1")
+    target = mpaths(md)[0]
+    paths.kill()
+    r = Requests()
+    w = r.submit(md, "w", Op.WRITE, 3, 1, b"w")
+    await settle()
+    assert not w.done and target.queue_if_no_path
+    assert await checker.check_once() == []  # first check without a path: keep queueing
+    assert await checker.check_once() == [CheckAction("mp", "", "fail_if_no_path")]
+    await settle()
+    assert r.order == [("w", Status.EIO)]
+    paths["p0"].restart()
+    assert await checker.check_once() == [CheckAction("mp", "p0", "reinstate_path"),
+                                          CheckAction("mp", "", "queue_if_no_path")]
+    assert target.queue_if_no_path
+
+
+@async_test
+async def test_loop_runs_until_stopped() -> None:
+    _, paths, emitted, checker = setup()
+    checker.start()
+    assert checker.running
+    paths.kill("p1")
+    await emitted.wait_for(1)
+    paths["p1"].restart()
+    await emitted.wait_for(2)
+    await checker.stop()
+    assert not checker.running
+    assert [e for e, _ in emitted.events] == ["PATH_FAILED", "PATH_REINSTATED"]
+    rounds = checker.rounds
+    await settle()
+    assert checker.rounds == rounds
+
+
+def test_bad_interval() -> None:
+    with pytest.raises(ValueError):
+        PathChecker(list, interval=0)
