@@ -95,6 +95,12 @@ class StorageDaemon:
                 os.kill(pid, signal.SIGKILL)
         return pid
 
+    def pause(self, paused: bool) -> None:
+        """SIGSTOP / SIGCONT: I/O to a paused server hangs instead of failing."""
+        if self.pid is None:
+            raise StorageDaemonError("qemu-storage-daemon is not running")
+        os.kill(self.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
     async def stop(self, timeout: float = 10.0) -> None:
         pid = self.kill()
         if pid is not None:

@@ -40,7 +40,8 @@ class Rig:
         self.image = workdir / "disk.img"
         self.checker_interval = checker_interval
         self.run_dir = _short_run_dir(workdir)
-        self.vudm = DaemonProcess(self.run_dir / "vudm", log_path=workdir / "vudm.log")
+        self.vudm = DaemonProcess(self.run_dir / "vudm", log_path=workdir / "vudm.log",
+                                  extra_args=("--checker-interval", str(checker_interval)))
         self.paths: dict[str, NbdServer] = {}
         self.guest: Guest | None = None
         self._client: QMPClient | None = None

@@ -5,6 +5,7 @@ that cannot do its job raises; judging the guest's evidence is the runner's busi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from guests.fio import FioHandle, start_fio
@@ -14,6 +15,7 @@ from guests.machine import Guest
 from .nbd_server import NbdServer
 from .result import FioEvidence
 from .rig import Rig
+from .workloads import wait_for_ios_command
 
 # -- guest ----------------------------------------------------------------------------
 
@@ -74,6 +76,30 @@ async def wait_io(rig: Rig, handle: FioHandle, timeout: float = 300.0) -> FioEvi
     return ev
 
 
+async def guest_writes(rig: Rig, disk: str) -> int:
+    """Writes the guest's disk has completed so far (/sys/block/X/stat)."""
+    name = disk.rsplit("/", 1)[-1]
+    res = await rig.need_guest().run(f"cat /sys/block/{name}/stat", 30)
+    return int(res.output.split()[4])
+
+
+async def wait_guest_writes(rig: Rig, disk: str, more: int, timeout: float = 60.0) -> float:
+    """Wait until the guest completed ``more`` writes beyond now; return the time it took.
+
+    The guest waits on its own counters, so this is "I/O is flowing again", seen from the
+    guest: a failover time is measured with it.
+    """
+    async with rig.rec.step(f"wait for {more} more guest writes on {disk}") as st:
+        t0 = rig.rec.now()
+        target = await guest_writes(rig, disk) + more
+        res = await rig.need_guest().run(wait_for_ios_command(disk, target), timeout)
+        if res.exit_code != 0:
+            raise RuntimeError(f"waiting for guest writes failed: {res.stderr[-300:]}")
+        took = rig.rec.now() - t0
+        st.detail = f"{took:.2f}s"
+    return took
+
+
 async def collect_guest_errors(rig: Rig) -> list[str]:
     """The guest kernel's own I/O error lines (dmesg)."""
     guest = rig.need_guest()
@@ -98,10 +124,11 @@ async def guest_shell(rig: Rig, what: str, command: str, timeout: float = 60.0) 
 # -- paths ----------------------------------------------------------------------------
 
 
-async def add_nbd_path(rig: Rig, name: str) -> NbdServer:
-    """Start an NBD server for the shared image and register it with vudm as ``name``."""
+async def add_nbd_path(rig: Rig, name: str, image: Path | None = None) -> NbdServer:
+    """Start an NBD server for ``image`` (default: the rig's image) and register it with
+    vudm as device ``name``."""
     async with rig.rec.step(f"add NBD path {name}"):
-        srv = NbdServer(rig.run_dir / "paths", name, rig.image)
+        srv = NbdServer(rig.run_dir / "paths", name, image or rig.image)
         await srv.start()
         rig.paths[name] = srv
         await rig.qmp("dev-add", {"name": name, "uri": srv.uri})
@@ -119,6 +146,12 @@ async def kill_path(rig: Rig, name: str, *, wait_failed: str | None = None,
         if wait_failed is not None:
             await rig.events.wait("PATH_FAILED", {"name": wait_failed, "dev": name},
                                   since=mark, timeout=timeout)
+
+
+async def pause_path(rig: Rig, name: str, paused: bool) -> None:
+    """SIGSTOP (or SIGCONT) a path's server: its I/O hangs in flight instead of failing."""
+    async with rig.rec.step(f"{'pause' if paused else 'continue'} path {name}"):
+        rig.paths[name].daemon.pause(paused)
 
 
 async def restore_path(rig: Rig, name: str, *, wait_reinstated: str | None = None,

@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                    " (default: the config's [qmp] socket, $VUDM_QMP)")
     p.add_argument("--config", metavar="FILE", help="TOML file of devices, dms, exports")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument("--checker-interval", type=float, default=1.0, metavar="S",
+                   help="probe multipath paths every S seconds (0: no path checker)")
     p.set_defaults(run=_run_serve)
 
     p = _verb(sub, common, "create", _create, "create a mapped device from a table")
@@ -303,7 +305,7 @@ def _run_serve(ns: argparse.Namespace) -> int:
         return 1
     path = ns.qmp or (config.qmp_socket if config else None) or str(socket_path())
     try:
-        asyncio.run(serve(Path(path), config))
+        asyncio.run(serve(Path(path), config, checker_interval=ns.checker_interval))
     except (ControlError, OSError) as e:
         print(f"vudm serve: {e}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from ..checker import PathChecker
 from ..daemon import Daemon
 from .commands import Dispatcher
 from .config import Config, apply_config
@@ -35,10 +36,16 @@ def ready_line(qmp_path: Path) -> str:
 class VudmServer:
     """A daemon and its monitor, in this process: ``async with`` starts and stops it."""
 
-    def __init__(self, qmp_path: str | os.PathLike[str], config: Config | None = None) -> None:
+    def __init__(self, qmp_path: str | os.PathLike[str], config: Config | None = None,
+                 *, checker_interval: float = 1.0) -> None:
         self.qmp_path = Path(qmp_path)
         self.config = config
         self.daemon = Daemon()
+        # Path events reach QMP through the multipath target's table events (the daemon
+        # maps their reasons), so the checker itself emits nothing: one source, no dups.
+        self.checker = (PathChecker(lambda: [e.md for e in self.daemon.mapped.values()],
+                                    interval=checker_interval)
+                        if checker_interval > 0 else None)
         self.dispatcher = Dispatcher(self.daemon)
         self.monitor = QMPServer(self.dispatcher, version=version_triple(),
                                  package=f"vudm {VERSION}")
@@ -50,6 +57,8 @@ class VudmServer:
             if self.config is not None:
                 await apply_config(self.config, self.dispatcher)
             await self.monitor.start(self.qmp_path)
+            if self.checker is not None:
+                self.checker.start()
         except BaseException:
             await self.stop()
             raise
@@ -58,6 +67,8 @@ class VudmServer:
         await self.daemon.quit_requested.wait()
 
     async def stop(self) -> None:
+        if self.checker is not None:
+            await self.checker.stop()
         await self.monitor.stop()
         await self.daemon.close()
 
@@ -71,10 +82,11 @@ class VudmServer:
 
 
 async def serve(qmp_path: str | os.PathLike[str], config: Config | None = None,
-                ready: Callable[[str], None] | None = None) -> None:
+                ready: Callable[[str], None] | None = None, *,
+                checker_interval: float = 1.0) -> None:
     """Run a daemon until ``quit``, SIGTERM or SIGINT; ``ready`` gets the ready line."""
     loop = asyncio.get_running_loop()
-    server = VudmServer(qmp_path, config)
+    server = VudmServer(qmp_path, config, checker_interval=checker_interval)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, server.daemon, sig)
     try:

@@ -1,3 +1,3 @@
 """The scenario library; importing it registers every scenario."""
 
-from . import basic  # noqa: F401
+from . import basic, seed001  # noqa: F401
