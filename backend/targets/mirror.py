@@ -1,0 +1,400 @@
+"""mirror: ``<log_type> <#log_args> <log_args>... <#mirrors> {<dev> <offset>}...
+[<#features> handle_errors]`` - dm-raid1.
+
+Writes go to every leg, after the region they touch is marked dirty in the log (the log
+is written and waited for: dirty_log.py). Reads go to one in-sync leg and fail over to
+another on error. Regions out of sync are copied from the default leg to the others by
+a background worker (one region at a time, like MAX_RECOVERY). With ``handle_errors`` a
+leg that fails is recorded, a table event is raised, the default leg moves off it, and
+writes that reached another leg complete (their region is marked out of sync); without
+it the kernel's choice holds: errors are counted but hidden unless every leg failed.
+
+Seed 000: when the dirty-log write fails, the writes waiting on it are parked on the
+failures list. presuspend stops recovery, then ends every parked write with REQUEUE
+during a noflush suspend (the core pushes it back, and a table loaded before resume
+completes it) or with EIO during any other suspend.
+
+The worker (the kernel's kmirrord) is one asyncio task per target; everything else runs
+in I/O callbacks on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from backend.blockio import Op, Status
+from backend.dm.clone import Clone
+from backend.dm.registry import register
+from backend.dm.target import EndIo, EndIoResult, MapResult, StatusType, Target
+from backend.errors import TableError
+from backend.targets.dirty_log import create_dirty_log
+from backend.targets.mirror_io import Leg, LegError, copy_region, fan_out
+from backend.targets.region_hash import Region, RegionHash, RegionState
+
+MAX_RECOVERY = 1
+"""Regions recovered in parallel."""
+MAX_MIRRORS = 9
+"""DM_KCOPYD_MAX_REGIONS + 1."""
+
+
+@dataclass(eq=False)
+class _Write:
+    """clone.private of a write: its region (None for flush/discard) and whether the
+    region's pending count includes it."""
+
+    region: int | None
+    counted: bool = False
+
+
+@register("mirror")
+class MirrorTarget(Target):
+    """dm-raid1 with core and disk logs, handle_errors, and seed 000's log-failure rule."""
+
+    num_flush_bios = 1
+    num_discard_bios = 1
+
+    # --- construction ------------------------------------------------------------------
+
+    def ctr(self, args: list[str]) -> None:
+        """mirror_ctr: the kernel's checks in its order and words."""
+        if len(args) < 2:
+            raise TableError("mirror: Insufficient mirror log arguments")
+        if not args[1].isdigit():
+            raise TableError("mirror: Invalid mirror log argument count")
+        used = 2 + int(args[1])
+        if len(args) < used:
+            raise TableError("mirror: Insufficient mirror log arguments")
+        self.dirty_log = create_dirty_log(args[0], args[2:used], self.length, self.get_device,
+                                    self._log_device_failed)
+        rest = args[used:]
+        if not rest or not rest[0].isdigit() or not 2 <= int(rest[0]) <= MAX_MIRRORS:
+            raise TableError("mirror: Invalid number of mirrors")
+        count, rest = int(rest[0]), rest[1:]
+        if len(rest) < 2 * count:
+            raise TableError("mirror: Too few mirror arguments")
+        self.legs: list[Leg] = []
+        for name, offset in zip(rest[0:2 * count:2], rest[1:2 * count:2], strict=True):
+            if not offset.isdigit():
+                raise TableError(f"mirror: Invalid offset {offset!r}")
+            dev = self.get_device(name, int(offset), self.length)
+            self.legs.append(Leg(name, int(offset), dev))
+        rest = rest[2 * count:]
+        self.handle_errors = False
+        if rest:
+            if not rest[0].isdigit():
+                raise TableError("mirror: Invalid number of features")
+            nfeatures, rest = int(rest[0]), rest[1:]
+            if nfeatures > len(rest):
+                raise TableError("mirror: Not enough arguments to support feature count")
+            for word in rest[:nfeatures]:
+                if word != "handle_errors":
+                    raise TableError(f"mirror: Unrecognised feature requested: {word!r}")
+                self.handle_errors = True
+            rest = rest[nfeatures:]
+        if rest:
+            raise TableError("mirror: Too many mirror arguments")
+        self.max_io_len = self.dirty_log.region_size  # a clone never spans two regions
+        self.nr_regions = self.dirty_log.region_count
+        self.rh = RegionHash(self.dirty_log, self._wake, self._dispatch_delayed, MAX_RECOVERY)
+        self.default = 0
+        self.reads: list[Clone] = []
+        self.writes: list[Clone] = []
+        self.failures: list[Clone] = []
+        self.in_sync = False
+        self.log_failure = False
+        self.suspending = False
+        self._log_resumed = True  # resume() asks the worker to resume the log first
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def dtr(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        held = self.reads + self.writes + self.failures
+        self.reads, self.writes, self.failures = [], [], []
+        for region in self.rh.regions.values():
+            held += region.delayed
+            region.delayed = []
+        for clone in held:  # nothing should be left once suspended; never leak an I/O
+            clone.end(Status.EIO)
+
+    # --- legs ----------------------------------------------------------------------------
+
+    def _choose_mirror(self) -> Leg | None:
+        """choose_mirror: the default leg, else the nearest one before it without errors."""
+        for step in range(len(self.legs)):
+            leg = self.legs[(self.default - step) % len(self.legs)]
+            if not leg.error_count:
+                return leg
+        return None
+
+    def _fail_leg(self, leg: Leg, kind: LegError) -> None:
+        """fail_mirror: count the error; the first of each kind is logged and, with
+        handle_errors, raises a table event and moves the default leg off it."""
+        leg.error_count += 1
+        if kind in leg.errors:
+            return
+        leg.errors.add(kind)
+        self.log.info("%s: mirror leg %s failed (%s error)", self.context.device_name,
+                      leg.name, kind.name.lower())
+        if not self.handle_errors:
+            return
+        if leg is self.legs[self.default]:
+            if not self.in_sync:
+                self.log.error("Primary mirror (%s) failed while out-of-sync: Reads may fail.",
+                               leg.name)
+            else:
+                valid = [i for i, other in enumerate(self.legs) if not other.error_count]
+                if valid:
+                    self.default = valid[0]
+                else:
+                    self.log.warning("All sides of mirror have failed.")
+        self.context.table_event(f"mirror leg {leg.name} failed ({kind.name.lower()} error)")
+
+    def _log_device_failed(self, reason: str) -> None:
+        self.log.info("%s: %s", self.context.device_name, reason)
+        self.context.table_event(reason)
+
+    @staticmethod
+    def _remap(clone: Clone, leg: Leg) -> None:
+        clone.private = leg
+        clone.remap(leg.dev, leg.offset + clone.target_offset)
+
+    # --- I/O path ----------------------------------------------------------------------
+
+    def map(self, clone: Clone) -> MapResult:
+        region = self.rh.region_of(clone.target_offset)
+        if clone.op is not Op.READ:
+            clone.private = _Write(region if clone.op is Op.WRITE else None)
+            self._queue(self.writes, clone)
+            return MapResult.SUBMITTED
+        if not self.dirty_log.in_sync(region):
+            clone.private = None
+            self._queue(self.reads, clone)
+            return MapResult.SUBMITTED
+        leg = self._choose_mirror()
+        if leg is None:
+            return MapResult.KILL
+        self._remap(clone, leg)
+        return MapResult.REMAPPED
+
+    def end_io(self, clone: Clone, status: Status) -> EndIoResult:
+        """mirror_end_io: writes release their region; a failed read is retried on
+        another leg while one is usable."""
+        if isinstance(clone.private, _Write):
+            write, clone.private = clone.private, None
+            if write.counted and write.region is not None:
+                self.rh.dec(write.region)
+            return EndIo.DONE
+        leg = clone.private
+        if status in (Status.OK, Status.EOPNOTSUPP, Status.REQUEUE) or not isinstance(leg, Leg):
+            return EndIo.DONE
+        self.log.error("Mirror read failed from %s. Trying alternative device.", leg.name)
+        self._fail_leg(leg, LegError.READ)
+        region = self.rh.region_of(clone.target_offset)
+        if not self.legs[self.default].error_count or (
+                self.dirty_log.in_sync(region) and self._choose_mirror() is not None):
+            clone.private = None
+            self._queue(self.reads, clone)
+            return EndIo.INCOMPLETE
+        self.log.error("All replicated volumes dead, failing I/O")
+        return EndIo.DONE
+
+    # --- the worker (kmirrord) -----------------------------------------------------------
+
+    def _queue(self, queue: list[Clone], clone: Clone) -> None:
+        queue.append(clone)
+        self._wake()
+
+    def _dispatch_delayed(self, clones: list[Clone]) -> None:
+        """The region hash releases writes that waited for a recovery."""
+        self.writes.extend(clones)
+        if clones:
+            self._wake()
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop yet: the first wake from the loop starts the worker
+            self._task = loop.create_task(self._run(), name=f"kmirrord {self.context.device_name}")
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._do_mirror()
+            except Exception:  # a bug must not stop the worker (held I/O would hang)
+                self.log.exception("%s: mirror worker pass failed", self.context.device_name)
+
+    async def _do_mirror(self) -> None:
+        """do_mirror: one pass over everything queued."""
+        async with self._lock:
+            if not self._log_resumed:
+                self._log_resumed = True
+                if not await self.dirty_log.resume():
+                    self.log.warning("%s: log resume failed", self.context.device_name)
+            reads, self.reads = self.reads, []
+            writes, self.writes = self.writes, []
+            self.rh.update_states(self.handle_errors)
+            self._do_recovery()
+            self._do_reads(reads)
+            await self._do_writes(writes)
+            self._do_failures()
+
+    def _do_recovery(self) -> None:
+        self.rh.recovery_prepare()
+        while (region := self.rh.recovery_start()) is not None:
+            self._recover(region)
+        if not self.in_sync and self.dirty_log.sync_count == self.nr_regions:
+            self.in_sync = True
+            self.log.info("%s: mirror in sync", self.context.device_name)
+            self.context.table_event("mirror in sync")
+
+    def _recover(self, region: Region) -> None:
+        """recover: copy the region from the default leg to all the others."""
+        start = region.key * self.dirty_log.region_size
+        count = min(self.dirty_log.region_size, self.length - start)
+        source = self.legs[self.default]
+        dests = [leg for leg in self.legs if leg is not source]
+
+        def done(read_failed: bool, failed: set[int]) -> None:
+            if read_failed:
+                self.log.error("Unable to read primary mirror during recovery")
+                self._fail_leg(source, LegError.SYNC)
+            if not self.handle_errors:
+                failed = set()  # DM_KCOPYD_IGNORE_ERROR
+            for index in sorted(failed):
+                self._fail_leg(dests[index], LegError.SYNC)
+            self.rh.recovery_end(region, not (read_failed or failed))
+
+        copy_region(source, dests, start, count, done)
+
+    def _do_reads(self, reads: list[Clone]) -> None:
+        for clone in reads:
+            leg: Leg | None = self.legs[self.default]
+            state = self.rh.get_state(self.rh.region_of(clone.target_offset))
+            if state in (RegionState.CLEAN, RegionState.DIRTY):
+                leg = self._choose_mirror()  # only an in-sync region may use any leg
+            elif leg is not None and leg.error_count:
+                leg = None
+            if leg is None:
+                clone.private = None
+                clone.end(Status.EIO)
+            else:
+                self._remap(clone, leg)
+                clone.issue()
+
+    async def _do_writes(self, writes: list[Clone]) -> None:
+        """do_writes: mark regions, write the log and wait, then dispatch by state."""
+        if not writes:
+            return
+        sync: list[Clone] = []
+        nosync: list[Clone] = []
+        for clone in writes:
+            write: _Write = clone.private
+            state = RegionState.CLEAN if write.region is None else self.rh.get_state(write.region)
+            if state is RegionState.RECOVERING:
+                assert write.region is not None
+                self.rh.delay(clone, write.region)
+                continue
+            (nosync if state is RegionState.NOSYNC else sync).append(clone)
+            if write.region is not None:
+                self.rh.inc(write.region)
+                write.counted = True
+        if not await self.rh.flush() and not self.log_failure:
+            # Sticky until the table is replaced: it needs the user to act.
+            self.log_failure = True
+            self.log.info("%s: dirty log write failed; writes wait for a suspend",
+                          self.context.device_name)
+        if self.log_failure and self.handle_errors:
+            self.failures.extend(sync)  # seed 000: parked until presuspend
+        else:
+            for clone in sync:
+                self._do_write(clone)
+        for clone in nosync:  # NOSYNC: the default leg only
+            leg = self.legs[self.default]
+            clone.remap(leg.dev, leg.offset + clone.target_offset)
+            clone.issue()
+
+    def _do_write(self, clone: Clone) -> None:
+        def done(failed: set[int]) -> None:
+            self._write_callback(clone, failed)
+
+        fan_out(self.legs, clone.op, clone.target_offset, clone.nr_sectors, clone.iovecs, done,
+                fua=clone.fua)
+
+    def _write_callback(self, clone: Clone, failed: set[int]) -> None:
+        if not failed:
+            clone.end(Status.OK)
+            return
+        for index in sorted(failed):
+            self._fail_leg(self.legs[index], LegError.WRITE)
+        if len(failed) == len(self.legs):
+            self.log.error("All replicated volumes dead, failing I/O")
+            clone.end(Status.EIO)
+        elif self.handle_errors:
+            self._queue(self.failures, clone)  # the worker marks the region out of sync
+        else:
+            clone.end(Status.OK)  # errors not handled: at least one leg has the data
+
+    def _do_failures(self) -> None:
+        """do_failures, as seed 000 has it: with a failed log, writes wait for a suspend
+        (REQUEUE if noflush, EIO otherwise); a leg failure only desyncs the region."""
+        failures, self.failures = self.failures, []
+        for clone in failures:
+            if self.log_failure:
+                if self.context.noflush_suspending():
+                    clone.end(Status.REQUEUE)
+                elif self.suspending:
+                    clone.end(Status.EIO)
+                else:
+                    self.failures.append(clone)
+                continue
+            write: _Write = clone.private
+            self.in_sync = False
+            if write.region is not None:
+                self.rh.mark_nosync(write.region)
+            usable = any(not leg.error_count for leg in self.legs)
+            clone.end(Status.OK if usable else Status.EIO)
+
+    # --- suspend / resume ----------------------------------------------------------------
+
+    async def presuspend(self) -> None:
+        """mirror_presuspend: stop recovery and wait for it, then requeue the failures
+        list and let the worker finish what it has (flush_workqueue)."""
+        self.suspending = True
+        self._do_failures()  # seed 000: nothing parked may wait behind recovery
+        self.rh.stop_recovery()
+        await self.rh.wait_recovery_idle()
+        await self._do_mirror()
+
+    def presuspend_undo(self) -> None:
+        self.suspending = False
+        self.rh.start_recovery()
+
+    async def postsuspend(self) -> None:
+        if not await self.dirty_log.postsuspend():
+            self.log.warning("%s: log postsuspend failed", self.context.device_name)
+
+    def resume(self) -> None:
+        self.suspending = False
+        self._log_resumed = False
+        self.rh.start_recovery()
+
+    # --- introspection -------------------------------------------------------------------
+
+    def status(self, kind: StatusType) -> str:
+        if kind is StatusType.INFO:
+            names = " ".join(leg.name for leg in self.legs)
+            health = "".join(leg.status_char() for leg in self.legs)
+            return (f"{len(self.legs)} {names} {self.dirty_log.sync_count}/{self.nr_regions} 1 "
+                    f"{health} {self.dirty_log.status(kind)}")
+        legs = " ".join(f"{leg.name} {leg.offset}" for leg in self.legs)
+        features = " 1 handle_errors" if self.handle_errors else ""
+        return f"{self.dirty_log.status(kind)} {len(self.legs)} {legs}{features}"
