@@ -144,8 +144,10 @@ async def kill_path(rig: Rig, name: str, *, wait_failed: str | None = None,
         await rig.paths[name].kill()
         rig.result.timings.setdefault(f"kill_{name}", rig.rec.now())
         if wait_failed is not None:
+            t0 = rig.rec.now()
             await rig.events.wait("PATH_FAILED", {"name": wait_failed, "dev": name},
                                   since=mark, timeout=timeout)
+            rig.result.timings.setdefault(f"path_failed_{name}_after_kill", rig.rec.now() - t0)
 
 
 async def pause_path(rig: Rig, name: str, paused: bool) -> None:

@@ -26,8 +26,56 @@ class Scenarios(Test):
         if not result.passed:
             self.fail(result.verdict)
 
-    def test_linear_verify(self) -> None:
-        self._run("linear-verify")
+    def test_demo(self) -> None:
+        self._run("demo")
 
     def test_error_target_eio(self) -> None:
         self._run("error-target-eio")
+
+    def test_flush_no_path_fail_eio(self) -> None:
+        self._run("flush-no-path-fail-eio")
+
+    def test_flush_no_path_queued(self) -> None:
+        self._run("flush-no-path-queued")
+
+    def test_hotplug_loop(self) -> None:
+        self._run("hotplug-loop")
+
+    def test_hotplug_loop_error_eio(self) -> None:
+        self._run("hotplug-loop-error-eio")
+
+    def test_linear_verify(self) -> None:
+        self._run("linear-verify")
+
+    def test_path_churn(self) -> None:
+        self._run("path-churn")
+
+    def test_path_churn_no_queue_eio(self) -> None:
+        self._run("path-churn-no-queue-eio")
+
+    def test_seed001_flush_suspend_eio(self) -> None:
+        self._run("seed001-flush-suspend-eio")
+
+    def test_seed001_flush_suspend_spanning_eio(self) -> None:
+        self._run("seed001-flush-suspend-spanning-eio")
+
+    def test_seed001_no_path_eio(self) -> None:
+        self._run("seed001-no-path-eio")
+
+    def test_seed001_noflush_holds_io(self) -> None:
+        self._run("seed001-noflush-holds-io")
+
+    def test_seed001_noflush_load_fresh_path(self) -> None:
+        self._run("seed001-noflush-load-fresh-path")
+
+    def test_seed001_noflush_load_spanning(self) -> None:
+        self._run("seed001-noflush-load-spanning")
+
+    def test_seed001_noflush_suspend_timeout(self) -> None:
+        self._run("seed001-noflush-suspend-timeout")
+
+    def test_seed001_queue_if_no_path(self) -> None:
+        self._run("seed001-queue-if-no-path")
+
+    def test_seed001_valid_paths(self) -> None:
+        self._run("seed001-valid-paths")
