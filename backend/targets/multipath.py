@@ -2,65 +2,45 @@
 
 Table::
 
-    <#features> [queue_if_no_path] [no_path_retry N]
-    <#hw_args> (must be 0: there is no hardware handler here)
+    <#features> [queue_if_no_path] [no_path_retry N]  <#hw_args> (0: no hw handlers here)
     <#pgs> <initial_pg>
     { <selector> <#sel_args> <sel_args>... <#paths> <#path_args> { <dev> <path_args>... }... }
 
-Like the kernel, a path sees the mapped device's own sector numbers (paths must cover
-the target's range). I/O goes to a path of the current priority group chosen by the
-group's selector (:mod:`backend.targets.path_selectors`). An I/O that fails on a path
-(any error but the target errors EOPNOTSUPP, ENOSPC, EINVAL, EROFS) fails that path and
-is retried on another. With no valid path, I/O is queued in the target if
-``queue_if_no_path`` is on, else it fails with EIO; during a noflush suspend it is
-handed back to the core (REQUEUE = pushback, seed 001).
+As in the kernel, a path sees the mapped device's own sector numbers. Each I/O goes to
+the path :mod:`backend.targets.path_selectors` picks. An I/O that fails on a path (any
+error but the target errors of NO_RETRY_ERRORS) fails that path and is retried on
+another. With no valid path, I/O waits in the target if ``queue_if_no_path`` is on, else
+fails with EIO; during a noflush suspend it is handed back to the core (REQUEUE =
+pushback, seed 001). ``no_path_retry N`` turns queueing on and tells the path checker
+(:mod:`backend.checker`, the multipathd analogue) to send ``fail_if_no_path`` after N
+checks without a valid path; N = 0 fails at once.
 
-``no_path_retry N`` turns queueing on and tells the path checker (the multipathd
-analogue, :mod:`backend.checker`) to send ``fail_if_no_path`` after N checks without a
-valid path, and ``queue_if_no_path`` again once a path is back; N = 0 fails at once.
-
-Messages (refused with EBUSY while the device is suspended): ``fail_path DEV``,
-``reinstate_path DEV``, ``queue_if_no_path``, ``fail_if_no_path``, ``switch_group N``,
-``enable_group N``, ``disable_group N``. Status is dm-mpath's ``multipath_status``.
+Messages (EBUSY while the device is suspended): ``fail_path DEV``, ``reinstate_path
+DEV``, ``queue_if_no_path``, ``fail_if_no_path``, ``switch_group N``, ``enable_group N``,
+``disable_group N``. Status is dm-mpath's ``multipath_status``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass, field
 
-from backend.blockio import BlockDevice, Status
+from backend.blockio import Status
 from backend.dm.args import ArgReader
 from backend.dm.clone import Clone
 from backend.dm.registry import register
 from backend.dm.target import EndIo, EndIoResult, MapResult, MessageError, StatusType, Target
 from backend.errors import TableError
-from backend.targets.path_selectors import PathSelector, make_selector
+from backend.targets.path_selectors import (
+    Path,
+    PathGroups,
+    PathSelector,
+    PriorityGroup,
+    make_selector,
+)
 
 NO_RETRY_ERRORS = frozenset({Status.EOPNOTSUPP, Status.ENOSPC, Status.EINVAL, Status.EROFS})
 """noretry_error(): errors of the request itself; another path would answer the same."""
-
-
-@dataclass(eq=False)
-class Path:
-    """One path (the kernel's pgpath): a device in a group, up (A) or failed (F)."""
-
-    name: str
-    device: BlockDevice
-    group: PriorityGroup
-    active: bool = True
-    fail_count: int = 0
-
-
-@dataclass(eq=False)
-class PriorityGroup:
-    """Paths with one selector; numbered from 1 in table order."""
-
-    number: int
-    selector: PathSelector[Path]
-    paths: list[Path] = field(default_factory=list)
-    bypassed: bool = False
 
 
 @register("multipath")
@@ -82,15 +62,12 @@ class MultipathTarget(Target):
         initial = reader.next_uint("initial priority group", maximum=1024)
         if (count == 0) != (initial == 0) or initial > count:
             raise TableError(f"invalid initial priority group {initial} of {count}")
-        self.groups = [self._parse_group(reader, n) for n in range(1, count + 1)]
+        groups = [self._parse_group(reader, n) for n in range(1, count + 1)]
         reader.finish()
-        self.paths = [p for g in self.groups for p in g.paths]
-        self.valid_paths = len(self.paths)
+        self.groups = PathGroups(groups, initial)
+        self.paths = self.groups.paths
         self._saved_queue_if_no_path = self._queue_if_no_path
         self._noflush_pushback = False
-        self._current_pg: PriorityGroup | None = None
-        self._current_path: Path | None = None
-        self._next_pg = self.groups[initial - 1] if initial else None
         self._queued: deque[Clone] = deque()
         self._kick_scheduled = False
         self._dead = False
@@ -131,40 +108,6 @@ class MultipathTarget(Target):
         for clone in queued:  # the core only destroys a drained table; be safe anyway
             clone.end(Status.EIO)
 
-    # --- path selection (choose_pgpath) ---------------------------------------------
-
-    def _choose_path(self, nr_bytes: int) -> Path | None:
-        if self.valid_paths == 0:
-            self._current_pg = self._current_path = None
-            return None
-        if self._next_pg is not None:  # switch_group or the initial group
-            group, self._next_pg = self._next_pg, None
-            if (path := self._choose_in(group, nr_bytes)) is not None:
-                return path
-        # Don't change group until the current one has no usable path.
-        if self._current_pg is not None and (
-                path := self._choose_in(self._current_pg, nr_bytes)) is not None:
-            return path
-        # First the groups not bypassed, then (as a last resort) the bypassed ones.
-        for bypassed in (False, True):
-            for group in self.groups:
-                if group.bypassed == bypassed and (
-                        path := self._choose_in(group, nr_bytes)) is not None:
-                    return path
-        self._current_pg = self._current_path = None
-        return None
-
-    def _choose_in(self, group: PriorityGroup, nr_bytes: int) -> Path | None:
-        path = group.selector.select_path(nr_bytes)
-        if path is None:
-            return None
-        if self._current_pg is not group:
-            self.log.info("%s: switching to priority group %d", self.context.device_name,
-                          group.number)
-            self._current_pg = group
-        self._current_path = path
-        return path
-
     def _must_push_back(self) -> bool:
         """seed 001: a noflush suspend began with queueing on, so no-path I/O is handed
         back to the core (pushed back) instead of failed (the kernel's __must_push_back)."""
@@ -178,15 +121,14 @@ class MultipathTarget(Target):
     def _route(self, clone: Clone) -> MapResult:
         """__multipath_map_bio: remap to a path, queue in the target, requeue or kill."""
         clone.private = None
-        path = self._choose_path(clone.nbytes)
+        path = self.groups.choose(clone.nbytes)
         if path is None:
             if self._queue_if_no_path:
                 self._queued.append(clone)
                 return MapResult.SUBMITTED
             if self._must_push_back():
                 return MapResult.REQUEUE
-            self.log.info("%s: no valid path: failing %r with EIO", self.context.device_name,
-                          clone)
+            self.log.debug("%s: no valid path: %r fails", self.context.device_name, clone)
             return MapResult.KILL
         clone.private = path
         clone.remap(path.device, self.begin + clone.target_offset)
@@ -203,15 +145,15 @@ class MultipathTarget(Target):
         if path is None or status is Status.OK or status in NO_RETRY_ERRORS \
                 or status is Status.REQUEUE:
             return EndIo.DONE
-        self.log.info("%s: %r failed on %s with %s", self.context.device_name, clone,
-                      path.name, status.name)
+        self.log.debug("%s: %r failed on %s: %s", self.context.device_name, clone,
+                       path.name, status.name)
         self._fail_path(path)
-        if self.valid_paths == 0 and not self._queue_if_no_path:
+        if self.groups.valid == 0 and not self._queue_if_no_path:
             if self._must_push_back():
                 return EndIo.REQUEUE
             return Status.EIO
         self._queued.append(clone)
-        if self.valid_paths:
+        if self.groups.valid:
             self._kick()
         return EndIo.INCOMPLETE
 
@@ -251,29 +193,21 @@ class MultipathTarget(Target):
 
     # --- path state ---------------------------------------------------------------
 
+    @property
+    def valid_paths(self) -> int:
+        return self.groups.valid
+
     def _fail_path(self, path: Path) -> None:
-        if not path.active:
-            return
-        path.group.selector.fail_path(path)
-        path.active = False
-        path.fail_count += 1
-        self.valid_paths -= 1
-        if self._current_path is path:
-            self._current_path = None
-        self.log.warning("%s: failing path %s", self.context.device_name, path.name)
-        self.context.table_event(f"path failed: {path.name} ({self.valid_paths} valid)")
+        if self.groups.fail(path):
+            self.log.warning("%s: failing path %s", self.context.device_name, path.name)
+            self.context.table_event(f"path failed: {path.name} ({self.valid_paths} valid)")
 
     def _reinstate_path(self, path: Path) -> None:
-        if path.active:
-            return
-        path.group.selector.reinstate_path(path)
-        path.active = True
-        self.valid_paths += 1
-        if self.valid_paths == 1:
-            self._current_path = None
-        self.log.warning("%s: reinstating path %s", self.context.device_name, path.name)
-        self.context.table_event(f"path reinstated: {path.name} ({self.valid_paths} valid)")
-        self._kick()
+        if self.groups.reinstate(path):
+            self.log.warning("%s: reinstating path %s", self.context.device_name, path.name)
+            self.context.table_event(f"path reinstated: {path.name} "
+                                     f"({self.valid_paths} valid)")
+            self._kick()
 
     @property
     def queue_if_no_path(self) -> bool:
@@ -323,20 +257,18 @@ class MultipathTarget(Target):
         if verb in ("switch_group", "enable_group", "disable_group"):
             group = self._group_arg(argv[1])
             if verb == "switch_group":
-                for g in self.groups:
-                    g.bypassed = False
-                self._next_pg = group
+                self.groups.switch(group)
             else:
-                group.bypassed = verb == "disable_group"
-            self._current_pg = self._current_path = None
+                self.groups.bypass(group, verb == "disable_group")
             self.context.table_event(f"priority group {group.number}: {verb}")
             return ""
         raise MessageError(f"multipath: unrecognised message {argv[0]!r}")
 
     def _group_arg(self, text: str) -> PriorityGroup:
-        if not text.isdigit() or not 1 <= int(text) <= len(self.groups):
+        groups = self.groups.groups
+        if not text.isdigit() or not 1 <= int(text) <= len(groups):
             raise MessageError(f"multipath: invalid priority group number {text!r}")
-        return self.groups[int(text) - 1]
+        return groups[int(text) - 1]
 
     def status(self, kind: StatusType) -> str:
         """multipath_status: features, hw handler, groups, then each group and path."""
@@ -350,12 +282,11 @@ class MultipathTarget(Target):
             if self.no_path_retry is not None:
                 features += ["no_path_retry", str(self.no_path_retry)]
             words = [str(len(features)), *features]
-        group_nr = (self._next_pg or self._current_pg or (self.groups[0] if self.groups
-                                                          else None))
-        words += ["0", str(len(self.groups)), str(group_nr.number if group_nr else 0)]
-        for g in self.groups:
+        groups = self.groups.groups
+        words += ["0", str(len(groups)), str(self.groups.shown_group)]
+        for g in groups:
             if info:
-                words.append("D" if g.bypassed else "A" if g is self._current_pg else "E")
+                words.append("D" if g.bypassed else "A" if g is self.groups.current else "E")
             else:
                 words.append(g.selector.name)
             args = g.selector.info_args if info else g.selector.table_args

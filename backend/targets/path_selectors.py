@@ -1,21 +1,22 @@
-"""Path selectors for the multipath target: round-robin, queue-length, service-time.
+"""Path selection for the multipath target: which path the next I/O gets.
 
-One selector per priority group picks the path for each I/O among the group's valid
-paths, as the kernel's ``struct path_selector_type`` does (dm-ps-round-robin.c,
-dm-ps-queue-length.c, dm-ps-service-time.c). A selector knows paths only as opaque
-hashable keys; multipath owns their state (active, fail count) and tells the selector
-about failures and reinstatements. Status text follows the kernel's ``*_status``: the
-group part is ``0`` (no selector arguments), the path part is the selector's per-path
-INFO or TABLE arguments.
+Two levels, as in dm-mpath. :class:`PathGroups` picks the priority group (the kernel's
+``choose_pgpath``: a switch_group request first, then the current group until it has no
+usable path, then the other groups, bypassed ones last). Inside a group a selector picks
+among its valid paths, as the kernel's ``struct path_selector_type`` does: round-robin,
+queue-length and service-time (dm-ps-*.c). Selectors know paths only as hashable keys.
+Status text follows the kernel's ``*_status``: the group part is ``0`` (no selector
+arguments), the path part is the selector's per-path INFO or TABLE arguments.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+from backend.blockio import BlockDevice
 from backend.dm.args import parse_uint
 from backend.dm.target import StatusType
 from backend.errors import TableError
@@ -215,3 +216,103 @@ def make_selector(name: str, args: list[str]) -> PathSelector[Any]:
     if cls is None:
         raise TableError(f"unknown path selector type {name!r} (known: {', '.join(SELECTORS)})")
     return cls(args)
+
+
+# --- priority groups ------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Path:
+    """One path (the kernel's pgpath): a device in a group, up (A) or failed (F)."""
+
+    name: str
+    device: BlockDevice
+    group: PriorityGroup
+    active: bool = True
+    fail_count: int = 0
+
+
+@dataclass(eq=False)
+class PriorityGroup:
+    """Paths sharing one selector; numbered from 1 in table order."""
+
+    number: int
+    selector: PathSelector[Path]
+    paths: list[Path] = field(default_factory=list)
+    bypassed: bool = False
+
+
+class PathGroups:
+    """The priority groups of one multipath target and the one in use."""
+
+    def __init__(self, groups: list[PriorityGroup], initial: int) -> None:
+        self.groups = groups
+        self.paths = [p for g in groups for p in g.paths]
+        self.valid = len(self.paths)
+        self.current: PriorityGroup | None = None
+        self.next: PriorityGroup | None = groups[initial - 1] if initial else None
+        """Switch to this group at the next I/O (the initial group, or switch_group)."""
+
+    def choose(self, nr_bytes: int) -> Path | None:
+        """choose_pgpath: the path for an I/O of ``nr_bytes``, None if there is none."""
+        if self.valid == 0:
+            self.current = None
+            return None
+        if self.next is not None:
+            group, self.next = self.next, None
+            if (path := self._choose_in(group, nr_bytes)) is not None:
+                return path
+        # "Don't change PG until it has no remaining paths."
+        if self.current is not None and (
+                path := self._choose_in(self.current, nr_bytes)) is not None:
+            return path
+        # The groups not bypassed first; the bypassed ones only as a last resort.
+        for bypassed in (False, True):
+            for group in self.groups:
+                if group.bypassed == bypassed and (
+                        path := self._choose_in(group, nr_bytes)) is not None:
+                    return path
+        self.current = None
+        return None
+
+    def _choose_in(self, group: PriorityGroup, nr_bytes: int) -> Path | None:
+        path = group.selector.select_path(nr_bytes)
+        if path is not None:
+            self.current = group
+        return path
+
+    def fail(self, path: Path) -> bool:
+        """Take ``path`` out of use; False if it already was."""
+        if not path.active:
+            return False
+        path.group.selector.fail_path(path)
+        path.active = False
+        path.fail_count += 1
+        self.valid -= 1
+        return True
+
+    def reinstate(self, path: Path) -> bool:
+        """Put ``path`` back in use; False if it already was."""
+        if path.active:
+            return False
+        path.group.selector.reinstate_path(path)
+        path.active = True
+        self.valid += 1
+        return True
+
+    def switch(self, group: PriorityGroup) -> None:
+        """switch_pg_num: use ``group`` from the next I/O on; every group is enabled."""
+        for g in self.groups:
+            g.bypassed = False
+        self.next, self.current = group, None
+
+    def bypass(self, group: PriorityGroup, bypassed: bool) -> None:
+        """bypass_pg: avoid ``group`` while another has a usable path (or stop avoiding)."""
+        group.bypassed = bypassed
+        self.current = None
+
+    @property
+    def shown_group(self) -> int:
+        """The group number status reports: next, else current, else 1 (0: no groups)."""
+        group = self.next or self.current
+        return group.number if group else (1 if self.groups else 0)
