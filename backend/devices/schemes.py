@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ..blockio import BlockDevice
 from ..errors import DeviceError
-from .file import FileDevice
+from .file import AIO_ENGINES, FileDevice
 from .mem import MemDevice, NullDevice
 from .nbd import open_nbd
 from .uri import parse_size, register_scheme
@@ -35,10 +35,14 @@ def set_mapped_device_opener(opener: MappedDeviceOpener | None) -> None:
 async def _open_file(
     name: str, uri: str, read_only: bool, loop: asyncio.AbstractEventLoop
 ) -> BlockDevice:
-    path = urlsplit(uri).path
-    if not path:
+    parts = urlsplit(uri)
+    if not parts.path:
         raise DeviceError(f"bad device URI {uri!r}: file: needs a path (file:/path/disk.img)")
-    return FileDevice(name, path, read_only=read_only, loop=loop)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    aio = query.pop("aio", ["native"])[-1]
+    if query or aio not in AIO_ENGINES:
+        raise DeviceError(f"bad device URI {uri!r}: file: takes only ?aio=native or ?aio=threads")
+    return FileDevice(name, parts.path, read_only=read_only, aio=aio, loop=loop)
 
 
 @register_scheme("nbd")

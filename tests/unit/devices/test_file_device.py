@@ -16,6 +16,7 @@ import pytest
 from backend.blockio import Op, Status
 from backend.devices import file as file_mod
 from backend.devices.file import AIO_ENGINES, AioEngine, FileDevice
+from backend.devices.uri import open_uri
 from backend.errors import DeviceError
 
 
@@ -241,3 +242,24 @@ def test_no_aio_context_falls_back_to_threads(
     assert [r.getMessage() for r in caplog.records if "AIO" in r.getMessage()] == [
         "f0: no Linux AIO context (io_setup(128): Resource temporarily unavailable; "
         "see /proc/sys/fs/aio-max-nr); file devices use worker threads"]
+
+
+def test_uri_query_picks_the_engine(tmp_path: Path) -> None:
+    img = tmp_path / "disk.img"
+    img.write_bytes(b"\0" * 4096)
+
+    async def main() -> None:
+        for query, engine in [("", "native"), ("?aio=native", "native"),
+                              ("?aio=threads", "threads")]:
+            dev = await open_uri("f", f"file:{img}{query}")
+            assert isinstance(dev, FileDevice)
+            try:
+                assert dev.aio == engine, query
+                assert dev.path == img
+            finally:
+                dev.close()
+        for query in ["?aio=io_uring", "?cache=none", "?aio=threads&x=1"]:
+            with pytest.raises(DeviceError, match=r"file: takes only \?aio=native or "):
+                await open_uri("f", f"file:{img}{query}")
+
+    asyncio.run(main())
