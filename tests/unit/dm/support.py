@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.blockio import SECTOR_SIZE, BlockDevice, Bio, Op, Status, iov_to_bytes
+import backend.targets  # noqa: F401  (registers linear, striped, error, zero)
+from backend.blockio import SECTOR_SIZE, Bio, BlockDevice, Op, Status, iov_to_bytes
 from backend.devices.mem import MemDevice
 from backend.dm import (
     Clone,
@@ -34,8 +35,6 @@ from backend.dm import (
 )
 from backend.dm.args import ArgReader
 from backend.errors import DeviceError, StateError
-
-import backend.targets  # noqa: F401  (registers linear, striped, error, zero)
 
 CALLS: list[str] = []
 

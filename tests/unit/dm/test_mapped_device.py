@@ -10,7 +10,7 @@ from backend.blockio import Op, Status
 from backend.dm import DeviceState, MappedDevice, MessageError, StatusType
 from backend.errors import StateError, TableError
 
-from .support import CALLS, Devices, Requests, async_test, settle, table, targets
+from .support import CALLS, Devices, Requests, async_test, settle, table
 
 ONE = "0 100 test-hold a 0"
 

@@ -260,7 +260,7 @@ async def test_suspend_timeout_undoes_suspend() -> None:
 
 @async_test
 async def test_suspend_failure_after_flag_flushes_pushback() -> None:
-    md, _, r, a, b = setup()
+    md, _, r, a, _ = setup()
     a.hold = a.multipath_like = True
     queued = r.submit(md, "queued", Op.WRITE, 10, 1, b"q")
     a.presuspend_error = DeviceError("presuspend failed")
