@@ -253,7 +253,11 @@ async def test_seed001_error_suspend_failure_flushes_pushback() -> None:
 @async_test
 async def test_seed001_error_interrupted_noflush_suspend() -> None:
     """Pushed-back I/O is reissued as the interrupted suspend unblocks the device; an I/O
-    whose REQUEUE comes back after the interruption gets EIO."""
+    whose REQUEUE comes back after the interruption gets EIO.
+
+    The late REQUEUE comes from test-hold: multipath itself never answers REQUEUE after
+    an interrupted suspend, because presuspend_undo restores queue_if_no_path (as the
+    kernel's multipath_resume does), so its late I/O queues in the target instead."""
     paths = Paths("p0", "p1")
     md, hold = mixed(paths)
     paths.kill()
