@@ -303,7 +303,7 @@ async def run(h: Harness, first: tuple[list[int], list[int]],
         await asyncio.sleep(0)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
     probability=st.sampled_from([0.0, 0.1, 0.3]),

@@ -326,3 +326,19 @@ async def test_preresume_refusal_keeps_device_suspended() -> None:
         await md.resume()
     info = md.info()
     assert (info.state, info.inactive_table) == (DeviceState.SUSPENDED, True)
+
+
+@async_test
+async def test_pushback_merged_into_deferred_when_idle() -> None:
+    """Pushed-back I/O waits on the pushback list until nothing is in flight, then moves
+    to the head of the deferred list."""
+    md, r, _, b = interrupted_setup()
+    queued = r.submit(md, "queued", Op.WRITE, 10, 1, b"q")
+    r.submit(md, "inflight", Op.WRITE, 110, 1, b"i")
+    task = asyncio.create_task(md.suspend(noflush=True))
+    await settle()
+    io = md._io  # the core's lists, observed directly
+    assert (io.pushback, list(io.deferred), io.inflight) == ([queued.bio], [], 1)
+    b.release()
+    await task
+    assert (io.pushback, list(io.deferred)) == ([], [queued.bio])
