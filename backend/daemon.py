@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 from . import targets as _targets  # noqa: F401  (registers the target types)
 from .blockio import BlockDevice
+from .devices import schemes
 from .devices.uri import open_uri
 from .dm import MappedBlockDevice, MappedDevice, Table, parse_table
 from .dm.mapped_device import DeviceState
@@ -166,6 +167,15 @@ class Daemon:
         self.quit_requested = asyncio.Event()
         self._uses: dict[int, TableUse] = {}
         self._minors = itertools.count()
+        # `dev-add NAME dm:OTHER` opens mapped devices through this hook (devices/ may
+        # not import dm/); the newest daemon of a process owns it.
+        schemes.set_mapped_device_opener(self._open_mapped)
+
+    def _open_mapped(self, name: str, read_only: bool) -> BlockDevice:
+        entry = self.mapped.get(name)
+        if entry is None:
+            raise DeviceError(f"dm:{name}: no mapped device named {name!r}")
+        return entry.md.as_block_device(read_only)
 
     # -- devices ---------------------------------------------------------------------
 
@@ -497,6 +507,8 @@ class Daemon:
                 self._release_unused_tables(name)
         for name in list(self.devices):
             _close(self.devices.pop(name).device)
+        if schemes.mapped_device_opener() == self._open_mapped:
+            schemes.set_mapped_device_opener(None)
 
 
 def _close(device: object) -> None:

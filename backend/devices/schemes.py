@@ -25,6 +25,11 @@ MappedDeviceOpener = Callable[[str, bool], BlockDevice]
 _mapped_device_opener: MappedDeviceOpener | None = None
 
 
+def mapped_device_opener() -> MappedDeviceOpener | None:
+    """The installed ``dm:`` opener, if any."""
+    return _mapped_device_opener
+
+
 def set_mapped_device_opener(opener: MappedDeviceOpener | None) -> None:
     """Tell ``dm:NAME`` how to open mapped devices (the daemon, at start; None to unset)."""
     global _mapped_device_opener

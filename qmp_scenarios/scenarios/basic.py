@@ -29,3 +29,43 @@ async def error_target_eio(rig: Rig) -> None:
     disk = await attach_disk(rig, "vol", "d0")
     io = await start_io(rig, verify_writes(disk, size="1M", rate_iops=4000))
     await wait_io(rig, io)
+
+
+@scenario("striped-verify", "fio verify through a striped table over two files (64 KiB "
+          "chunks), so guest I/O is split across stripes")
+async def striped_verify(rig: Rig) -> None:
+    for i in range(2):
+        img = rig.workdir / f"stripe{i}.img"
+        with img.open("wb") as f:
+            f.truncate(128 << 20)
+        await rig.qmp("dev-add", {"name": f"s{i}", "uri": f"file:{img}"})
+    await create_dm(rig, "vol", f"0 {SECTORS} striped 2 128 s0 0 s1 0")
+    await boot_guest(rig)
+    disk = await attach_disk(rig, "vol", "d0")
+    io = await start_io(rig, verify_writes(disk, size="96M", rate_iops=2000, bs="256k"))
+    await wait_io(rig, io)
+
+
+@scenario("linear-boundary-verify", "fio verify across 31 linear|linear boundaries, each "
+          "4 KiB off 64 KiB alignment and mapped to a shuffled place in the file, so "
+          "guest writes are split between targets")
+async def linear_boundary_verify(rig: Rig) -> None:
+    await rig.qmp("dev-add", {"name": "img", "uri": f"file:{rig.image}"})
+    await create_dm(rig, "vol", boundary_table(SECTORS, 32))
+    await boot_guest(rig)
+    disk = await attach_disk(rig, "vol", "d0")
+    io = await start_io(rig, verify_writes(disk, size="256M", rate_iops=3000, bs="256k"))
+    await wait_io(rig, io)
+
+
+def boundary_table(sectors: int, pieces: int) -> str:
+    """``pieces`` linear targets of one file, 8 sectors longer than an even share (so no
+    boundary is 64 KiB aligned), mapped back to front (so a split I/O's pieces land far
+    apart in the file)."""
+    share = sectors // pieces + 8
+    lines, start = [], 0
+    while start < sectors:
+        length = min(share, sectors - start)
+        lines.append(f"{start} {length} linear img {sectors - start - length}")
+        start += length
+    return "\n".join(lines)
