@@ -44,6 +44,9 @@ class Scenarios(Test):
     def test_hotplug_loop_error_eio(self) -> None:
         self._run("hotplug-loop-error-eio")
 
+    def test_linear_boundary_verify(self) -> None:
+        self._run("linear-boundary-verify")
+
     def test_linear_verify(self) -> None:
         self._run("linear-verify")
 
@@ -79,3 +82,6 @@ class Scenarios(Test):
 
     def test_seed001_valid_paths(self) -> None:
         self._run("seed001-valid-paths")
+
+    def test_striped_verify(self) -> None:
+        self._run("striped-verify")
