@@ -54,12 +54,16 @@ async def detach_disk(rig: Rig, disk_id: str) -> None:
         await rig.qmp("export-del", {"id": disk_id})
 
 
-async def start_io(rig: Rig, job: FioJob) -> FioHandle:
-    """Start fio in the guest (in the background) and return its handle."""
+async def start_io(rig: Rig, job: FioJob, *, flowing: int = 0) -> FioHandle:
+    """Start fio in the guest (in the background) and return its handle; with
+    ``flowing=N``, return only once the guest has completed N writes of it, so the steps
+    that follow land in the middle of I/O."""
     guest = rig.need_guest()
     async with rig.rec.step(f"start fio {job.name} on {job.filename}"):
         handle = await start_fio(guest, job)
     rig.result.timings.setdefault("io_start", rig.rec.now())
+    if flowing:
+        await wait_guest_writes(rig, job.filename, flowing)
     return handle
 
 

@@ -31,8 +31,7 @@ from .common import MIB_SECTORS, mpath_disk, mpath_table
           "guest; one path killed; noflush suspend + reload + resume; the path comes back")
 async def demo(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="48M", rate_iops=1500))
-    await wait_guest_writes(rig, disk, 200)
+    io = await start_io(rig, verify_writes(disk, size="48M", rate_iops=1500), flowing=200)
     await kill_path(rig, "p0", wait_failed="mp")
     rig.result.timings["failover_100_writes_after_kill"] = await wait_guest_writes(
         rig, disk, 100)
@@ -47,8 +46,7 @@ async def demo(rig: Rig) -> None:
 async def _flush_with_no_path(rig: Rig) -> FioHandle:
     disk = await mpath_disk(rig, ["p0", "p1"])
     io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=500,
-                                               fsync_every=4))
-    await wait_guest_writes(rig, disk, 100)
+                                               fsync_every=4), flowing=100)
     await kill_path(rig, "p0", wait_failed="mp")
     await kill_path(rig, "p1", wait_failed="mp")
     return io
@@ -83,8 +81,7 @@ async def _churn(rig: Rig, disk: str, cycles: int) -> None:
           "paced by path events and guest progress, while fio verify runs")
 async def path_churn(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="64M", rate_iops=1000))
-    await wait_guest_writes(rig, disk, 100)
+    io = await start_io(rig, verify_writes(disk, size="64M", rate_iops=1000), flowing=100)
     await _churn(rig, disk, 4)
     await wait_io(rig, io)
 
@@ -93,8 +90,7 @@ async def path_churn(rig: Rig) -> None:
           "ending with both paths dead: the guest gets EIO", expect="eio")
 async def path_churn_no_queue(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"], queue_if_no_path=False)
-    io = await start_io(rig, verify_writes(disk, size="64M", rate_iops=1000))
-    await wait_guest_writes(rig, disk, 100)
+    io = await start_io(rig, verify_writes(disk, size="64M", rate_iops=1000), flowing=100)
     await _churn(rig, disk, 2)
     await kill_path(rig, "p0", wait_failed="mp")
     await kill_path(rig, "p1", wait_failed="mp")
@@ -108,8 +104,7 @@ async def _hotplug_loop(rig: Rig, cycles: int) -> FioHandle:
     await create_dm(rig, "aux", f"0 {half} linear img {half}")
     await boot_guest(rig)
     disk = await attach_disk(rig, "vol", "d0")
-    io = await start_io(rig, verify_writes(disk, size="48M", rate_iops=1500))
-    await wait_guest_writes(rig, disk, 100)
+    io = await start_io(rig, verify_writes(disk, size="48M", rate_iops=1500), flowing=100)
     for i in range(cycles):
         aux = await attach_disk(rig, "aux", f"hp{i}")
         await guest_shell(rig, f"read 1 MiB from {aux}",

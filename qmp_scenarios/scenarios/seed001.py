@@ -18,7 +18,6 @@ from ..steps import (
     resume,
     start_io,
     suspend,
-    wait_guest_writes,
     wait_io,
 )
 from ..workloads import verify_writes
@@ -41,8 +40,7 @@ async def valid_paths(rig: Rig) -> None:
           "guest gets EIO", expect="eio")
 async def no_path_eio(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"], queue_if_no_path=False)
-    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000))
-    await wait_guest_writes(rig, disk, 100)
+    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
     await _kill_all(rig, ["p0", "p1"])
     await wait_io(rig, io)
 
@@ -51,8 +49,7 @@ async def no_path_eio(rig: Rig) -> None:
           "while no path is left and completes when a path returns")
 async def queue_if_no_path(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000))
-    await wait_guest_writes(rig, disk, 100)
+    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
     await _kill_all(rig, ["p0", "p1"])
     await restore_path(rig, "p0", wait_reinstated="mp")
     await wait_io(rig, io)
@@ -62,8 +59,7 @@ async def queue_if_no_path(rig: Rig) -> None:
           "issued without noflush", expect="eio")
 async def flush_suspend_eio(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000))
-    await wait_guest_writes(rig, disk, 100)
+    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
     await _kill_all(rig, ["p0", "p1"])
     await suspend(rig, "mp", noflush=False)
     await resume(rig, "mp")
@@ -74,8 +70,7 @@ async def flush_suspend_eio(rig: Rig) -> None:
           "targets also fails on a flush suspend", expect="eio")
 async def flush_suspend_spanning_eio(rig: Rig) -> None:
     disk, _ = await spanning_mpath_disk(rig)
-    io = await start_io(rig, verify_writes(disk, size="128M", rate_iops=300, bs="64k"))
-    await wait_guest_writes(rig, disk, 30)
+    io = await start_io(rig, verify_writes(disk, size="128M", rate_iops=300, bs="64k"), flowing=30)
     await _kill_all(rig, ["a0", "a1", "b0", "b1"])
     await suspend(rig, "mp", noflush=False)
     await resume(rig, "mp")
@@ -86,8 +81,7 @@ async def flush_suspend_spanning_eio(rig: Rig) -> None:
           "resume without path recovery queues it again; path recovery completes it")
 async def noflush_holds_io(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000))
-    await wait_guest_writes(rig, disk, 100)
+    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
     await _kill_all(rig, ["p0", "p1"])
     await suspend(rig, "mp", noflush=True)
     await resume(rig, "mp")
@@ -99,8 +93,7 @@ async def noflush_holds_io(rig: Rig) -> None:
           "suspend + load of a table with a fresh path + resume completes the queued I/O")
 async def noflush_load_fresh_path(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000))
-    await wait_guest_writes(rig, disk, 100)
+    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
     await _kill_all(rig, ["p0", "p1"])
     await add_nbd_path(rig, "p2")
     await suspend(rig, "mp", noflush=True)
@@ -114,8 +107,7 @@ async def noflush_load_fresh_path(rig: Rig) -> None:
           "load with a fresh path, resume: no EIO")
 async def noflush_load_spanning(rig: Rig) -> None:
     disk, half = await spanning_mpath_disk(rig)
-    io = await start_io(rig, verify_writes(disk, size="128M", rate_iops=300, bs="64k"))
-    await wait_guest_writes(rig, disk, 30)
+    io = await start_io(rig, verify_writes(disk, size="128M", rate_iops=300, bs="64k"), flowing=30)
     await _kill_all(rig, ["a0", "a1"])
     await add_nbd_path(rig, "a2")
     await suspend(rig, "mp", noflush=True)
@@ -131,8 +123,7 @@ async def noflush_load_spanning(rig: Rig) -> None:
           "guest as an error")
 async def noflush_suspend_timeout(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0"])
-    io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1000))
-    await wait_guest_writes(rig, disk, 100)
+    io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1000), flowing=100)
     await pause_path(rig, "p0", True)
     async with rig.rec.step("noflush suspend times out") as st:
         try:
