@@ -49,7 +49,7 @@ test: setup
 	$(MAKE) --no-print-directory avocado
 
 demo: setup
-	.venv/bin/vudm scenario run demo
+	.venv/bin/vudm scenario run demo --json results/demo.json
 
 bench: setup
 	$(PY) -m qmp_scenarios.bench --json results/bench.json
