@@ -34,7 +34,6 @@ class Engine:
     aio: AioEngine
     workers: int = 8
     batch: bool = True
-    immediate_below: int = 0
 
 
 ENGINES = {
@@ -45,9 +44,6 @@ ENGINES = {
         Engine("threads1", "threads", 1),
         Engine("native", "native"),
         Engine("native-nobatch", "native", batch=False),
-        Engine("native-imm1", "native", immediate_below=1),
-        Engine("native-imm4", "native", immediate_below=4),
-        Engine("native-imm8", "native", immediate_below=8),
     ]
 }
 
@@ -80,8 +76,6 @@ async def run_one(image: Path, engine: Engine, qd: int, seconds: float) -> Sampl
         raise SystemExit(f"{engine.label}: no AIO context here")
     if dev._aio_ctx is not None:
         dev._aio_ctx._batch = engine.batch  # measuring the batching itself
-        import backend.devices.linux_aio as la
-        la.IMMEDIATE_BELOW = engine.immediate_below
     raw = ctypes.create_string_buffer(qd * BLOCK + BLOCK)
     base = (ctypes.addressof(raw) + BLOCK - 1) & ~(BLOCK - 1)
     nblocks = dev.size // BLOCK
