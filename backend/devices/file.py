@@ -11,7 +11,9 @@ engines, as qemu-storage-daemon's ``aio=`` option chooses:
 The file is opened O_DIRECT where the file system allows; a request whose buffers are
 not 512-byte aligned goes through a second, buffered descriptor instead of failing with
 EINVAL. What AIO cannot do without blocking (buffered I/O, fdatasync, fallocate) always
-goes to the pool, and so does everything when no AIO context can be had.
+goes to the pool, and so does everything when no AIO context can be had. As with QEMU's
+aio=native, a write that must allocate blocks (a sparse image) makes io_submit wait for
+the file system on the loop thread: preallocated images suit native best.
 """
 
 from __future__ import annotations
@@ -161,6 +163,8 @@ class FileDevice:
         self._aio_ctx = self._open_aio() if aio == "native" and self.direct else None
         self.aio: AioEngine = "native" if self._aio_ctx is not None else "threads"
         self._closed = False
+        log.info("%s: %s opened (%s, aio=%s)", name, self.path,
+                 "O_DIRECT" if self.direct else "page cache", self.aio)
 
     def _open_aio(self) -> AioContext | None:
         global _aio_unavailable_logged

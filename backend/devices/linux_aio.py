@@ -7,6 +7,10 @@ with ``loop.add_reader``; the loop reaps them with a non-blocking io_getevents a
 the callbacks directly. No worker thread, so no queue, no GIL hand-off, no wake-up per
 I/O. (Buffered descriptors would make io_submit block: callers must not use them.)
 
+Batching costs latency for CPU: at QD16-32 the requests a reap frees go back together
+(13-30 per io_submit in bench_file), which saves 2-4 µs of CPU per I/O over one
+io_submit each, but leaves the device idle while they are being prepared.
+
 The syscalls go through libc's ``syscall()``, so nothing beyond libc is needed; the
 kernel ABI structs are packed with ``struct`` (one C call per iocb rather than a ctypes
 attribute store per field).
