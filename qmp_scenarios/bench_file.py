@@ -1,6 +1,6 @@
 """``python -m qmp_scenarios.bench_file``: the file: device's engines, no guest, no vhost.
 
-Keeps QD random 4k O_DIRECT reads in flight on a 1 GiB file (written once with random
+Keeps QD random 4k O_DIRECT reads (or writes) in flight on a 1 GiB file (written once with random
 data, so reads hit the disk rather than holes) through ``FileDevice.submit``, as vhost/
 would, and measures the process's CPU time (user+sys, worker threads included) per I/O
 and IOPS. Engines run in turn, the order rotating every round; medians over the rounds
@@ -69,8 +69,9 @@ def make_image(path: Path, size: int) -> Path:
     return path
 
 
-async def run_one(image: Path, engine: Engine, qd: int, seconds: float) -> Sample:
-    """QD reads kept in flight for ``seconds``; each completion submits the next read."""
+async def run_one(image: Path, engine: Engine, qd: int, seconds: float,
+                  op: Op = Op.READ) -> Sample:
+    """QD I/Os kept in flight for ``seconds``; each completion submits the next one."""
     dev = FileDevice("bench", image, aio=engine.aio, workers=engine.workers)
     if engine.aio == "native" and dev.aio != "native":
         raise SystemExit(f"{engine.label}: no AIO context here")
@@ -97,7 +98,7 @@ async def run_one(image: Path, engine: Engine, qd: int, seconds: float) -> Sampl
                 return
             start(slot)
 
-        dev.submit(Op.READ, rng.randrange(nblocks) * BLOCK, BLOCK, [(addr, BLOCK)], done)
+        dev.submit(op, rng.randrange(nblocks) * BLOCK, BLOCK, [(addr, BLOCK)], done)
 
     try:
         t0, c0 = time.monotonic(), os.times()
@@ -110,7 +111,7 @@ async def run_one(image: Path, engine: Engine, qd: int, seconds: float) -> Sampl
     finally:
         dev.close()
     if state["errors"]:
-        raise SystemExit(f"{engine.label}: {state['errors']} reads failed")
+        raise SystemExit(f"{engine.label}: {state['errors']} I/Os failed")
     ios = state["ios"]
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     return Sample(ios / (t1 - t0), cpu / ios * 1e6, (c1.user - c0.user) / ios * 1e6)
@@ -123,20 +124,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--qd", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--op", choices=["read", "write"], default="read",
+                        help="write overwrites the (allocated) image with random blocks")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
     args = parser.parse_args(argv)
     image = make_image(args.image, args.size_mib << 20)
     engines = [ENGINES[label] for label in args.engines]
+    op = Op.WRITE if args.op == "write" else Op.READ
     samples: dict[tuple[str, int], list[Sample]] = {}
     for rnd in range(args.rounds):
         order = engines[rnd % len(engines):] + engines[:rnd % len(engines)]
         for qd in args.qd:
             for engine in order:
-                s = asyncio.run(run_one(image, engine, qd, args.seconds))
+                s = asyncio.run(run_one(image, engine, qd, args.seconds, op))
                 samples.setdefault((engine.label, qd), []).append(s)
                 print(f"round {rnd} qd {qd} {engine.label:15} {s.iops:8.0f} IOPS "
                       f"{s.cpu_us_per_io:6.1f} µs CPU/IO", flush=True)
-    print(f"\nmedians of {args.rounds} rounds, {args.seconds:g}s each, 4k randread O_DIRECT")
+    print(f"\nmedians of {args.rounds} rounds, {args.seconds:g}s each, "
+          f"4k random {args.op}s, O_DIRECT")
     print(f"{'engine':15} {'qd':>3} {'IOPS':>8} {'CPU µs/IO':>10} {'user µs/IO':>10}")
     for (label, qd), ss in sorted(samples.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         print(f"{label:15} {qd:3} {statistics.median(s.iops for s in ss):8.0f} "
