@@ -236,8 +236,12 @@ class AioContext:
             os.eventfd_read(self._efd)
         except BlockingIOError:
             pass
-        self._collect(0)
-        self._flush()
+        # What the callbacks submit goes out in the flush below, not a loop turn later.
+        self._flush_scheduled = True
+        try:
+            self._collect(0)
+        finally:
+            self._flush()
 
     def _collect(self, min_nr: int) -> int:
         """io_getevents until the ring is empty; wait only for the first ``min_nr``."""
