@@ -53,3 +53,11 @@ def wait_for_ios_command(disk: str, writes: int) -> str:
     name = disk.rsplit("/", 1)[-1]
     return (f"while [ $(awk '{{print $5}}' /sys/block/{name}/stat) -lt {writes} ]; "
             f"do usleep 20000; done")
+
+
+def wait_inflight_command(disk: str) -> str:
+    """A guest command returning once the disk has I/O in flight (reads or writes: with
+    verify_backlog fio also reads), e.g. stuck on a paused path."""
+    name = disk.rsplit("/", 1)[-1]
+    return (f"while [ $(awk '{{print $1 + $2}}' /sys/block/{name}/inflight) -eq 0 ]; "
+            f"do usleep 20000; done")

@@ -11,6 +11,7 @@ from ..registry import scenario
 from ..rig import Rig
 from ..steps import (
     add_nbd_path,
+    guest_shell,
     kill_path,
     load_table,
     pause_path,
@@ -20,7 +21,7 @@ from ..steps import (
     suspend,
     wait_io,
 )
-from ..workloads import verify_writes
+from ..workloads import verify_writes, wait_inflight_command
 from .common import MIB_SECTORS, mpath_disk, mpath_table, spanning_mpath_disk
 
 
@@ -63,6 +64,9 @@ async def flush_suspend_eio(rig: Rig) -> None:
     await _kill_all(rig, ["p0", "p1"])
     await suspend(rig, "mp", noflush=False)
     await resume(rig, "mp")
+    # fio stops at its first error but waits for its other writes, which queue again
+    # once resume restores queue_if_no_path: bring a path back so they can complete
+    await restore_path(rig, "p0", wait_reinstated="mp")
     await wait_io(rig, io)
 
 
@@ -74,6 +78,8 @@ async def flush_suspend_spanning_eio(rig: Rig) -> None:
     await _kill_all(rig, ["a0", "a1", "b0", "b1"])
     await suspend(rig, "mp", noflush=False)
     await resume(rig, "mp")
+    await restore_path(rig, "a0", wait_reinstated="mp")
+    await restore_path(rig, "b0", wait_reinstated="mp")
     await wait_io(rig, io)
 
 
@@ -125,6 +131,8 @@ async def noflush_suspend_timeout(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0"])
     io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1000), flowing=100)
     await pause_path(rig, "p0", True)
+    await guest_shell(rig, "wait until guest I/O is stuck on the paused path",
+                      wait_inflight_command(disk))
     async with rig.rec.step("noflush suspend times out") as st:
         try:
             await rig.qmp("dm-suspend", {"name": "mp", "noflush": True, "timeout": 2})
