@@ -26,8 +26,10 @@ def _setup(p: argparse.ArgumentParser) -> None:
 
 def _run(ns: argparse.Namespace) -> int:
     if ns.scenario_cmd == "list":
-        for sc in all_scenarios():
-            print(f"{sc.name:<28} expect {sc.expect:<7} {sc.description}")
+        scenarios = all_scenarios()
+        width = max(len(sc.name) for sc in scenarios)
+        for sc in scenarios:
+            print(f"{sc.name:<{width}}  expect {sc.expect:<7} {sc.description}")
         return 0
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
