@@ -30,6 +30,7 @@ from guests.machine import Guest
 
 from .bench_stats import WORKLOADS, Sample, Workload, medians, table, to_json
 from .qsd import StorageDaemon, process_cpu_seconds
+from .rig import make_image
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,7 @@ async def run_bench(workdir: Path, reps: int, runtime: float, size_mb: int,
                     workloads: list[Workload]) -> tuple[list[Sample], list[str], float]:
     workdir.mkdir(parents=True, exist_ok=True)
     image = workdir / "bench.img"
-    with image.open("wb") as f:
-        f.truncate(size_mb << 20)
+    make_image(image, size_mb << 20)
     backends: list[Backend] = [VudmBackend(workdir, image), QsdBackend(workdir, image, "threads"),
                                QsdBackend(workdir, image, "native")]
     samples: list[Sample] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,8 +50,7 @@ class Rig:
 
     async def __aenter__(self) -> Rig:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        with self.image.open("wb") as f:
-            f.truncate(self.image_mb << 20)
+        make_image(self.image, self.image_mb << 20)
         await self.vudm.start()
         self._client = QMPClient("scenario")
         await self._client.connect(str(self.vudm.qmp_path))
@@ -111,3 +111,10 @@ def _short_run_dir(workdir: Path) -> Path:
     if not run.exists():
         run.symlink_to(short)
     return short
+
+
+def make_image(path: Path, size: int) -> None:
+    """A raw image with its blocks allocated: native AIO writes into holes can block in
+    io_submit on the daemon's loop thread (as with QEMU's aio=native), so no holes."""
+    with path.open("wb") as f:
+        os.posix_fallocate(f.fileno(), 0, size)

@@ -4,7 +4,7 @@ that shows the same checks catching EIO (an error table)."""
 from __future__ import annotations
 
 from ..registry import scenario
-from ..rig import Rig
+from ..rig import Rig, make_image
 from ..steps import attach_disk, boot_guest, create_dm, start_io, wait_io
 from ..workloads import verify_writes
 
@@ -36,8 +36,7 @@ async def error_target_eio(rig: Rig) -> None:
 async def striped_verify(rig: Rig) -> None:
     for i in range(2):
         img = rig.workdir / f"stripe{i}.img"
-        with img.open("wb") as f:
-            f.truncate(128 << 20)
+        make_image(img, 128 << 20)
         await rig.qmp("dev-add", {"name": f"s{i}", "uri": f"file:{img}"})
     await create_dm(rig, "vol", f"0 {SECTORS} striped 2 128 s0 0 s1 0")
     await boot_guest(rig)
