@@ -209,3 +209,23 @@ def test_subcommand_registration_hook(capsys: pytest.CaptureFixture[str],
         cli.register_subcommand("frobnicate", help="again", setup=setup, run=run)
     assert cli.main(["frobnicate", "it"]) == 3
     assert seen == ["it"]
+
+
+def test_multipath_table_status_messages_like_dmsetup(
+        daemon: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ok(capsys, "dev", "add", "a", "mem:1M")
+    ok(capsys, "dev", "add", "b", "mem:1M")
+    table = "0 2048 multipath 1 queue_if_no_path 0 1 1 round-robin 0 2 1 a 1 b 1"
+    ok(capsys, "create", "mp", "--table", table)
+    # dm-mpath's own words: features, hw handler, #pgs, next pg, then the group; the
+    # group is E (enabled), not A, until I/O has made it the current group, as in Linux
+    assert ok(capsys, "table", "mp") == table + "\n"
+    assert ok(capsys, "status", "mp") == "0 2048 multipath 2 0 0 0 1 1 E 0 2 0 a A 0 b A 0\n"
+    assert ok(capsys, "message", "mp", "0", "fail_path", "a") == ""
+    assert ok(capsys, "status", "mp") == "0 2048 multipath 2 0 0 0 1 1 E 0 2 0 a F 1 b A 0\n"
+    assert "Event number:      1\n" in ok(capsys, "info", "mp")
+    ok(capsys, "message", "mp", "0", "fail_if_no_path")
+    assert ok(capsys, "table", "mp") == table.replace("1 queue_if_no_path", "0") + "\n"
+    ok(capsys, "suspend", "mp")
+    rc, _, err = vudm(capsys, "message", "mp", "0", "reinstate_path", "a")
+    assert rc != 0 and "EBUSY" in err
