@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -26,7 +25,7 @@ from backend.vhost.blk import VhostUserBlkExport
 from backend.vhost.devsink import DeviceSink
 from backend.vhost.libvhost import NATIVE_DIR
 from guests.fio import run_fio, start_fio
-from guests.fio_job import bench_job, verify_job
+from guests.fio_job import verify_job
 
 if TYPE_CHECKING:
     from conftest import RunningGuest  # tests/integration/conftest.py (the guest fixture)
@@ -204,33 +203,3 @@ def test_verify_survives_backend_kill_restart_and_disconnect(
     guest.call(scenario())
     text = (tmp_path / "backend.log").read_text()
     assert text.count("front-end connected") >= 3, text
-
-
-def test_cost_per_4k_read(guest: RunningGuest, tmp_path: Path) -> None:
-    """Backend CPU per 4k random read at QD16 (printed and saved; not a pass/fail bar)."""
-    g = guest.guest
-    image = tmp_path / "disk.img"
-    with image.open("wb") as f:  # allocated, so reads hit the disk rather than holes
-        f.write(os.urandom(1 << 20) * 64)
-    backend = Backend(image, tmp_path / "vu.sock", tmp_path / "backend.log")
-
-    async def scenario() -> dict[str, float]:
-        await backend.start()
-        try:
-            dev = await g.hotplug_vhost_user_blk("bench", backend.socket_path)
-            job = bench_job(dev, "randread", bs="4k", iodepth=16, runtime_s=10)
-            before = backend.cpu_seconds()
-            result = await run_fio(g, job)
-            cpu = backend.cpu_seconds() - before
-            assert result.ok, result
-            ios = result.read.iops * 10
-            return {"iops": result.read.iops, "backend_cpu_s": cpu,
-                    "cpu_us_per_io": cpu / ios * 1e6}
-        finally:
-            await backend.stop()
-
-    numbers = guest.call(scenario())
-    (tmp_path / "cost.json").write_text(json.dumps(numbers))
-    log.warning("vhost cost per 4k read: %s", numbers)
-    print(f"\nvhost cost per 4k read: {json.dumps(numbers)}")
-    assert numbers["iops"] > 0
