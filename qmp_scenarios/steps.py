@@ -5,6 +5,7 @@ that cannot do its job raises; judging the guest's evidence is the runner's busi
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -145,13 +146,16 @@ async def kill_path(rig: Rig, name: str, *, wait_failed: str | None = None,
     reports PATH_FAILED for it on that mapped device."""
     async with rig.rec.step(f"kill path {name}"):
         mark = rig.events.mark()
+        killed_at = time.time()
         await rig.paths[name].kill()
         rig.result.timings.setdefault(f"kill_{name}", rig.rec.now())
         if wait_failed is not None:
-            t0 = rig.rec.now()
-            await rig.events.wait("PATH_FAILED", {"name": wait_failed, "dev": name},
-                                  since=mark, timeout=timeout)
-            rig.result.timings.setdefault(f"path_failed_{name}_after_kill", rig.rec.now() - t0)
+            ev = await rig.events.wait("PATH_FAILED", {"name": wait_failed, "dev": name},
+                                       since=mark, timeout=timeout)
+            # the daemon's own timestamp of the event: detection latency, not our wait
+            stamp = ev.get("timestamp", {})
+            seen = stamp.get("seconds", 0) + stamp.get("microseconds", 0) / 1e6
+            rig.result.timings.setdefault(f"path_failed_{name}_after_kill", seen - killed_at)
 
 
 async def pause_path(rig: Rig, name: str, paused: bool) -> None:
