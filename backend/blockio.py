@@ -35,7 +35,13 @@ class Op(enum.IntEnum):
 
     @property
     def has_data(self) -> bool:
-        return self in (Op.READ, Op.WRITE)
+        return self is _READ or self is _WRITE
+
+
+# Members as module globals for the hot paths: on Python 3.11 ``Op.READ`` goes through
+# EnumType's __getattr__ hook, several times slower than a global.
+_READ = Op.READ
+_WRITE = Op.WRITE
 
 
 class Status(enum.IntEnum):

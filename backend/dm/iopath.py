@@ -29,6 +29,12 @@ from backend.dm.table import Table
 from backend.dm.target import EndIo, MapResult
 
 _REQUEUES = (Status.REQUEUE, Status.DELAY_REQUEUE)
+# Enum members as globals on the per-request path: on Python 3.11 ``Status.OK`` goes
+# through EnumType's __getattr__ hook and costs several times a global lookup.
+_OK, _REQUEUE = Status.OK, Status.REQUEUE
+_FLUSH, _DISCARD, _WRITE_ZEROES = Op.FLUSH, Op.DISCARD, Op.WRITE_ZEROES
+_REMAPPED, _SUBMITTED = MapResult.REMAPPED, MapResult.SUBMITTED
+_INCOMPLETE, _ENDIO_REQUEUE = EndIo.INCOMPLETE, EndIo.REQUEUE
 
 
 class IoPath:
@@ -124,7 +130,7 @@ class IoPath:
     # --- mapping -------------------------------------------------------------------
 
     def _process(self, bio: Bio, table: Table) -> None:
-        if bio.op is Op.FLUSH or bio.preflush:
+        if bio.op is _FLUSH or bio.preflush:
             self._start_flush(bio, table)
             return
         if not self._valid(bio, table):
@@ -156,9 +162,9 @@ class IoPath:
         assert target is not None
         self.inflight += 1
         copies = 1
-        if orig.op is Op.DISCARD:
+        if orig.op is _DISCARD:
             copies = target.num_discard_bios
-        elif orig.op is Op.WRITE_ZEROES:
+        elif orig.op is _WRITE_ZEROES:
             copies = target.num_write_zeroes_bios
         if copies == 0:
             # __process_abnormal_io: a target that cannot do it gets EOPNOTSUPP unasked.
@@ -174,7 +180,7 @@ class IoPath:
                           target_bio_nr=nr, fua=orig.fua)
             io.pending += 1
             self._map(clone)
-        self._io_dec(io, Status.OK)  # the submission reference
+        self._io_dec(io, _OK)  # the submission reference
 
     def _start_flush(self, bio: Bio, table: Table) -> None:
         """seed 004: an empty flush to every target, num_flush_bios times each."""
@@ -194,9 +200,9 @@ class IoPath:
         except Exception:
             self.log.exception("%r: map(%r) raised; failing it", clone.target, clone)
             result = MapResult.KILL
-        if result is MapResult.REMAPPED:
+        if result is _REMAPPED:
             self.issue_clone(clone)
-        elif result is MapResult.SUBMITTED:
+        elif result is _SUBMITTED:
             return
         else:
             # KILL and REQUEUE skip end_io, as in the kernel.
@@ -241,9 +247,9 @@ class IoPath:
         except Exception:
             self.log.exception("%r: end_io(%r) raised; failing it", clone.target, clone)
             result = Status.EIO
-        if result is EndIo.INCOMPLETE:
+        if result is _INCOMPLETE:
             return  # the target took it back and will issue or end it again
-        if result is EndIo.REQUEUE:
+        if result is _ENDIO_REQUEUE:
             status = Status.REQUEUE
         elif isinstance(result, Status):
             status = Status.REQUEUE if result in _REQUEUES else result
@@ -254,7 +260,8 @@ class IoPath:
 
     def _io_dec(self, io: DmIo, status: Status) -> None:
         """dm_io_dec_pending."""
-        io.status = merge_status(io.status, status, flush=io.flush, noflush=self.noflush)
+        if status is not _OK:  # OK never changes the status: skip the call
+            io.status = merge_status(io.status, status, flush=io.flush, noflush=self.noflush)
         io.pending -= 1
         if io.pending == 0:
             self._io_complete(io)
@@ -262,7 +269,7 @@ class IoPath:
     def _io_complete(self, io: DmIo) -> None:
         """dm_io_complete: pushback, requeue, EIO or done, once per DmIo."""
         orig = io.orig
-        if io.status is Status.REQUEUE:
+        if io.status is _REQUEUE:
             if io.flush:
                 self.inflight_done()
                 # seed 004: a requeued flush is retried (through the deferred list, so

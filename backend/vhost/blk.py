@@ -207,9 +207,12 @@ class VirtioBlkDevice:
         else:
             in_sg = list(_IOV.iter_unpack(_string_at(in_sg_addr, 16 * in_num)))
             out_sg = list(_IOV.iter_unpack(_string_at(out_sg_addr, 16 * out_num)))
-        out_len = sum(ln for _, ln in out_sg) if out_num != 1 else out_sg[0][1]
-        in_len = sum(ln for _, ln in in_sg) if in_num != 1 else in_sg[0][1]
-        head = _read_head(out_sg, out_len, OUTHDR_SIZE)
+        out_len = sum([ln for _, ln in out_sg]) if out_num != 1 else out_sg[0][1]
+        in_len = sum([ln for _, ln in in_sg]) if in_num != 1 else in_sg[0][1]
+        if out_num and out_sg[0][1] >= OUTHDR_SIZE:  # the whole header in the first buffer
+            head = _string_at(out_sg[0][0], OUTHDR_SIZE)
+        else:
+            head = _read_head(out_sg, out_len, OUTHDR_SIZE)
         if len(head) == OUTHDR_SIZE and _TYPE.unpack_from(head)[0] in (T_DISCARD,
                                                                        T_WRITE_ZEROES):
             head = _read_head(out_sg, out_len, OUTHDR_SIZE + SEGMENT_SIZE)
@@ -228,8 +231,9 @@ class VirtioBlkDevice:
         bio = Bio(request.op, request.sector, request.nr_sectors,
                   data_iovecs(request, out_sg, in_sg), inflight.end)
         bio.private = inflight
+        if not self.in_flight:
+            self._idle.clear()
         self.in_flight += 1
-        self._idle.clear()
         try:
             self.sink.submit_bio(bio)
         except BaseException:

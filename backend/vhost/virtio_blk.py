@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from backend.blockio import SECTOR_SHIFT, SECTOR_SIZE, IoVec, Op, Status, iov_slice
 
@@ -54,9 +55,12 @@ SEGMENT_SIZE = SEGMENT.size  # 16
 CONFIG = struct.Struct("<QIIHBBIBBHIBBHIIIIIB3x")
 
 
+_OK = Status.OK  # a global: cheaper than the enum attribute on the completion path
+
+
 def status_byte(status: Status) -> int:
     """The core's errno-like status as the guest sees it, decided at the very end."""
-    if status is Status.OK:
+    if status is _OK:
         return S_OK
     if status is Status.EOPNOTSUPP:
         return S_UNSUPP
@@ -96,13 +100,13 @@ class BlkGeometry:
         return raw[:length].ljust(length, b"\0")
 
 
-@dataclass(frozen=True, slots=True)
-class BlkRequest:
+class BlkRequest(NamedTuple):
     """A well-formed request. ``op`` is None for GET_ID (answered by vhost/ itself).
 
     ``data_len`` bytes of data sit after the 16-byte header on the out side (OUT) or
     before the status byte on the in side (IN, GET_ID); ``used_len`` is what the used
-    ring reports (the whole in side, as QEMU does).
+    ring reports (the whole in side, as QEMU does). A NamedTuple: one is built per
+    request, and a frozen dataclass costs three times as much to build.
     """
 
     type: int
