@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 SECTOR_SHIFT = 9
 SECTOR_SIZE = 1 << SECTOR_SHIFT
@@ -156,6 +159,48 @@ class Bio:
 
     def __repr__(self) -> str:
         return f"Bio({self.op.name} {self.sector}+{self.nr_sectors})"
+
+
+class Plug:
+    """The kernel's blk_plug: submissions made while it is held go out when it is released.
+
+    Whoever starts a batch of requests (vhost/, popping every element of one kick) holds
+    the plug around it; a device that batches its submissions (linux_aio) hands its
+    flush to the plug instead of scheduling it for the next loop turn, so the batch
+    leaves at once, whole. Nested holds count; only the outermost release flushes.
+    Loop thread only, like every submission.
+    """
+
+    __slots__ = ("_depth", "_flushes")
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._flushes: list[Callable[[], None]] = []
+
+    def __enter__(self) -> None:
+        self._depth += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            while self._flushes:
+                flushes, self._flushes = self._flushes, []
+                for flush in flushes:
+                    try:
+                        flush()
+                    except Exception:
+                        log.exception("unplug: %r raised", flush)
+
+    def defer(self, flush: Callable[[], None]) -> bool:
+        """Run ``flush`` at release if the plug is held (True); False if it is not."""
+        if self._depth:
+            self._flushes.append(flush)
+            return True
+        return False
+
+
+PLUG = Plug()
+"""The plug of the loop thread (there is one loop per daemon)."""
 
 
 class BlockDevice(Protocol):

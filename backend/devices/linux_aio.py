@@ -1,11 +1,12 @@
 """Linux native AIO (io_setup, io_submit, io_getevents) driven from the event loop's thread.
 
 What qemu-storage-daemon's ``aio=native`` does, for O_DIRECT descriptors: the loop's
-thread writes iocbs itself and hands every request queued during one loop iteration to
-the kernel in a single io_submit; the kernel counts completions on an eventfd watched
-with ``loop.add_reader``; the loop reaps them with a non-blocking io_getevents and calls
-the callbacks directly. No worker thread, so no queue, no GIL hand-off, no wake-up per
-I/O. (Buffered descriptors would make io_submit block: callers must not use them.)
+thread writes iocbs itself and hands every request queued while the submitter holds the
+``PLUG`` (or, unplugged, during one loop iteration) to the kernel in a single io_submit;
+the kernel counts completions on an eventfd watched with ``loop.add_reader``; the loop
+reaps them with a non-blocking io_getevents and calls the callbacks directly. No worker
+thread, so no queue, no GIL hand-off, no wake-up per I/O. (Buffered descriptors would
+make io_submit block: callers must not use them.)
 
 Batching costs latency for CPU: at QD16-32 the requests a reap frees go back together
 (13-30 per io_submit in bench_file), which saves 2-4 µs of CPU per I/O over one
@@ -29,7 +30,7 @@ import platform
 import struct
 from collections.abc import Callable, Sequence
 
-from ..blockio import IoVec, iov_slice
+from ..blockio import PLUG, IoVec, iov_slice
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,9 @@ class AioContext:
     """One kernel AIO context with room for ``depth`` requests in flight, and its eventfd.
 
     ``submit`` never blocks: a request gets a slot (its iocb and iovec space stay put
-    until it completes) and joins the batch that one io_submit sends at the end of the
-    loop iteration (``batch=False`` submits at once, for measuring). A request finding
+    until it completes) and joins the batch that one io_submit sends when the submitter
+    releases the ``PLUG``, or else at the end of the loop iteration (``batch=False``
+    submits at once, for measuring). A request finding
     no free slot, or refused with EAGAIN, waits for a completion to free one; if the
     kernel refuses with nothing in flight, the callback gets ``-EAGAIN`` so the caller
     can use another way. Raises OSError when the kernel has no context to give
@@ -176,7 +178,8 @@ class AioContext:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            if not PLUG.defer(self._flush):
+                self._loop.call_soon(self._flush)
 
     def _prepare(self, slot: int, req: _Request) -> None:
         """Write the iocb (and iovecs) of the rest of ``req`` into ``slot``; queue it."""

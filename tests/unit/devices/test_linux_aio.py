@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.blockio import PLUG
 from backend.devices.linux_aio import AioCallback, AioContext
 
 BLOCK = 4096
@@ -92,6 +93,32 @@ def test_batch_goes_in_one_io_submit_and_lands(image: Path, fd: int) -> None:
     assert data[BLOCK:BLOCK + 1536] == b"\xb0" * 512 + b"\xb1" * 512 + b"\xb2" * 512
     assert data[2 * BLOCK:3 * BLOCK + BLOCK] == b"".join(bytes([0xC0 + i]) * 512
                                                          for i in range(16))
+
+
+def test_plugged_batch_goes_out_when_the_plug_is_released(fd: int) -> None:
+    """Under the PLUG the batch is sent at release (one io_submit), not a loop turn later."""
+    async def main() -> None:
+        ctx = AioContext(asyncio.get_running_loop(), depth=16)
+        try:
+            res = Results(3)
+            bufs = [AlignedBuf(BLOCK) for _ in range(3)]
+            with PLUG:
+                with PLUG:  # nested: only the outermost release sends
+                    for i, b in enumerate(bufs[:2]):
+                        ctx.submit(False, fd, i * BLOCK, [(b.addr, BLOCK)], BLOCK,
+                                   res.callback(i))
+                assert ctx.submit_calls == 0
+                ctx.submit(False, fd, 2 * BLOCK, [(bufs[2].addr, BLOCK)], BLOCK,
+                           res.callback(2))
+                assert ctx.submit_calls == 0
+            assert ctx.submit_calls == 1
+            assert sorted(await res.wait()) == [(i, BLOCK) for i in range(3)]
+            assert ctx.submit_calls == 1
+            assert all(b.data()[:256] == bytes(range(256)) for b in bufs)
+        finally:
+            ctx.close()
+
+    asyncio.run(main())
 
 
 def test_unbatched_submits_one_by_one(fd: int) -> None:
