@@ -12,16 +12,19 @@ across suspends; interleavings come from explicit loop yields, never from time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import itertools
+import os
 import random
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 import backend.targets  # noqa: F401  (registers linear)
@@ -88,15 +91,19 @@ if "test-randq" not in registered():
 
 
 class JitteryMemDevice(MemDevice):
-    """A MemDevice that completes 1..4 loop iterations later (random), so requests are
-    reordered and stay in flight across suspend phases."""
+    """A MemDevice that completes 1..4 (sometimes 10..40) loop iterations later (random),
+    so requests are reordered and stay in flight across suspend phases. ``on_submit``
+    sees every request."""
 
     def __init__(self, name: str, size: int, rng: random.Random) -> None:
         super().__init__(name, size)
         self.rng = rng
+        self.on_submit: Callable[[Op], None] | None = None
 
     def submit(self, op: Op, offset: int, length: int, iovecs: Sequence[IoVec],
                done: Completion) -> None:
+        if self.on_submit is not None:
+            self.on_submit(op)
         loop = asyncio.get_running_loop()
         args = (op, offset, length, list(iovecs), done)
 
@@ -106,7 +113,9 @@ class JitteryMemDevice(MemDevice):
             else:
                 self._complete(*args)
 
-        later(self.rng.randint(1, 4))
+        # now and then a slow one, so a suspend stays pending for a few steps and a
+        # cancel can land on it with pushed-back I/O already parked
+        later(self.rng.randint(1, 4) if self.rng.random() >= 0.1 else self.rng.randint(10, 40))
 
 
 def sector_bytes(tag: int) -> bytes:
@@ -124,7 +133,13 @@ class Req:
     bio: Bio | None = None
     statuses: list[Status] = field(default_factory=list)
     allow_eio: bool = False
-    pushed_back: bool = False
+    """A REQUEUE of (part of) it met a cleared NOFLUSH_SUSPENDING flag: EIO is the rule."""
+    must_fail: bool = False
+    """It was mapped whole (not split) and asked for REQUEUE outside noflush: EIO, never
+    OK."""
+    stage_one_in: set[int] = field(default_factory=set)
+    """Suspend attempts during which a split piece of it asked for REQUEUE (see
+    Harness.note_requeue)."""
     candidates: list[set[int]] = field(default_factory=list)
     """READ: per sector, the values it may return."""
     racing: list[set[int]] = field(default_factory=list)
@@ -132,6 +147,10 @@ class Req:
 
     def covers(self, s: int) -> bool:
         return self.sector <= s < self.sector + self.nr
+
+    def owns(self, address: int) -> bool:
+        base = ctypes.addressof(self.buf)
+        return base <= address < base + ctypes.sizeof(self.buf)
 
     def writes(self) -> bool:
         return self.op in (Op.WRITE, Op.DISCARD, Op.WRITE_ZEROES)
@@ -151,6 +170,16 @@ class Harness:
         self.all: list[Req] = []
         self.violations: list[str] = []
         self.counter = 0
+        self.attempt = 0
+        """Number of the current (or last) suspend attempt."""
+        self.interrupted_attempts: set[int] = set()
+        self.dev.on_submit = self.device_submit
+
+    def device_submit(self, op: Op) -> None:
+        # Once suspend has returned nothing is in flight and nothing may start (I/O waits
+        # on the deferred list, no flush work starts) until resume.
+        if self.md.state is DeviceState.SUSPENDED:
+            self.violations.append(f"{op.name} reached the device while suspended")
 
     def resolve(self, name: str) -> MemDevice:
         return self.dev
@@ -167,22 +196,52 @@ class Harness:
         return "\n".join(lines)
 
     def note_requeue(self, clone: Clone, noflush: bool) -> None:
+        """Which outcomes a REQUEUE allows for the requests it may belong to.
+
+        Outside a noflush suspend a REQUEUE is EIO (seed 001). Inside one it is pushed
+        back, and a pushed-back request is never failed by an interruption: it is
+        reissued as the device unblocks. The exception is a *piece of a split request*:
+        seed 003's stage one parks it on the requeue list whatever the flag says, and
+        the flag is only looked at again in stage two, once the worker has rewound it.
+        If the suspend is interrupted in between (the piece still counts as in flight,
+        so the suspend is still waiting), stage two meets a cleared flag and the request
+        gets EIO: in seed 001's words it "hadn't been returned at the time". The kernel
+        does exactly this (dm_handle_requeue parks a first-stage io unconditionally; the
+        second stage checks __noflush_suspending). So such a request may fail if this
+        suspend attempt is interrupted. The core clears the flag and its worker may end
+        the request before ``await task`` returns to the harness, so the verdict is not
+        taken here but at completion, against the attempts the harness has cancelled
+        (it records that before calling cancel()).
+
+        A clone strictly inside the request is a piece of something split (the request
+        itself, or a rewound piece of it); a clone covering the whole request never is,
+        and then a REQUEUE outside noflush must end it with EIO.
+
+        A clone with data points into its request's buffer, which names the request; a
+        discard could be any outstanding discard it overlaps, so it only ever widens what
+        those may do.
+        """
         if clone.op is Op.FLUSH:
             return  # a requeued flush is retried or pushed back, never failed
         end = clone.target.begin + clone.target_offset + clone.nr_sectors
         start = clone.target.begin + clone.target_offset
-        for req in self.outstanding:
-            if req.op is clone.op and req.sector < end and start < req.sector + req.nr:
-                if noflush:
-                    req.pushed_back = True
-                else:
-                    req.allow_eio = True
-
-    def interrupted(self) -> None:
-        # stage two of a piece requeued before the interruption meets a cleared flag: EIO
-        for req in self.outstanding:
-            if req.pushed_back:
+        if clone.iovecs:
+            owners = [r for r in self.outstanding if r.owns(clone.iovecs[0][0])]
+            if len(owners) != 1:  # (an assert here would be caught by the core's map())
+                self.violations.append(f"{clone} belongs to {[r.name for r in owners]}")
+        else:
+            owners = [r for r in self.outstanding
+                      if r.op is clone.op and r.sector < end and start < r.sector + r.nr]
+        for req in owners:
+            whole = (start, end) == (req.sector, req.sector + req.nr)
+            if not noflush:
                 req.allow_eio = True
+                req.must_fail |= whole and bool(clone.iovecs)
+            elif not whole:
+                req.stage_one_in.add(self.attempt)
+
+    def may_fail(self, req: Req) -> bool:
+        return req.allow_eio or bool(req.stage_one_in & self.interrupted_attempts)
 
     def submit(self, op: Op, sector: int, nr: int, preflush: bool = False) -> None:
         self.counter += 1
@@ -223,7 +282,10 @@ class Harness:
         if self.md.state is DeviceState.SUSPENDED:
             self.violations.append(f"{req.name} completed ({status.name}) while suspended")
         self.outstanding.remove(req)
-        if status is Status.EIO and not req.allow_eio:
+        if req.must_fail and status is not Status.EIO:
+            self.violations.append(f"{req.name} asked for REQUEUE outside noflush, got "
+                                   f"{status.name}, not EIO")
+        elif status is Status.EIO and not self.may_fail(req):
             self.violations.append(f"{req.name} got EIO without a REQUEUE outside noflush")
         elif status not in (Status.OK, Status.EIO):
             self.violations.append(f"{req.name} got {status.name}")
@@ -252,15 +314,15 @@ tables = st.tuples(st.lists(st.integers(1, SIZE - 1), max_size=4),
                    st.lists(st.integers(0, 3), min_size=1, max_size=5))
 step_kinds: dict[str, st.SearchStrategy[Any]] = {
     "io": requests,
-    "suspend": st.booleans(),
-    "cancel": st.none(),
+    "suspend": st.tuples(st.booleans(), st.booleans()),  # (noflush, wait until suspended)
+    "cancel": st.integers(0, 3),  # loop iterations first: let the suspend get going
     "load": tables,
     "resume": st.none(),
     "yield": st.integers(1, 6),
 }
 # weights: half the steps are requests, a fifth are loop yields
 steps = st.sampled_from(["io"] * 5 + ["yield"] * 2 + ["suspend", "cancel", "load", "resume"]
-                        ).flatmap(lambda kind: step_kinds[kind].map(lambda arg: (kind, arg)))
+                        ).flatmap(lambda kind: st.tuples(st.just(kind), step_kinds[kind]))
 
 
 async def run(h: Harness, first: tuple[list[int], list[int]],
@@ -276,14 +338,22 @@ async def run(h: Harness, first: tuple[list[int], list[int]],
             h.submit(op, 0 if op is Op.FLUSH else sector, 0 if op is Op.FLUSH else nr,
                      preflush=name == "pwrite")
         elif kind == "suspend" and suspend is None and h.md.state is DeviceState.ACTIVE:
-            suspend = asyncio.create_task(h.md.suspend(noflush=arg))
-        elif kind == "cancel" and suspend is not None and not suspend.done():
-            suspend.cancel()
-            try:
+            noflush, wait = arg
+            h.attempt += 1
+            suspend = asyncio.create_task(h.md.suspend(noflush=noflush))
+            if wait:  # the steps up to the next resume meet a SUSPENDED device
                 await suspend
-            except asyncio.CancelledError:
-                h.interrupted()
-            suspend = None
+        elif kind == "cancel" and suspend is not None and not suspend.done():
+            for _ in range(arg):
+                await asyncio.sleep(0)
+            if not suspend.done():
+                # Recorded before cancel(): while we await the task the core clears the
+                # flag, and its requeue worker may already fail a stage-one piece.
+                h.interrupted_attempts.add(h.attempt)
+                suspend.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await suspend
+                suspend = None
         elif kind == "load":
             h.md.load(parse_table(h.table_text(*arg), h.resolve))
         elif kind == "resume" and suspend is not None:
@@ -303,7 +373,34 @@ async def run(h: Harness, first: tuple[list[int], list[int]],
         await asyncio.sleep(0)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# CI runs a fixed set of examples (derandomize, no example database): it never goes red
+# on a case some earlier or luckier run happened to find. The fixed set catches each of
+# the core breakages this test exists for (pushback never merged, a noflush REQUEUE
+# turned into EIO, a REQUEUE completing OK, I/O not blocked while suspended). To hunt
+# for new cases run it longer and/or elsewhere, e.g.
+#   VUDM_HYPOTHESIS_EXAMPLES=2000 VUDM_HYPOTHESIS_SEED=7 pytest tests/unit/dm/test_property.py
+# and turn whatever it finds into a named rule test (core bug) or a fixed model.
+EXAMPLES = int(os.environ.get("VUDM_HYPOTHESIS_EXAMPLES", "200"))
+SEED = os.environ.get("VUDM_HYPOTHESIS_SEED")
+
+
+def exploring(test: Callable[..., None]) -> Callable[..., None]:
+    """Apply VUDM_HYPOTHESIS_SEED (a seed overrides derandomize)."""
+    return test if SEED is None else hypothesis_seed(int(SEED))(test)
+
+
+@exploring
+@settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
+          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+# Found by hypothesis (there with seed=1, before the device's slow completions changed
+# how the rng is drawn): write 0+2 is split at sector 1; its piece 1+1 asks for REQUEUE in
+# end_io during the noflush suspend, which is cancelled before the requeue worker runs
+# stage two. EIO is right (see note_requeue); the model used to learn of the interruption
+# only after the core had already ended the write.
+@example(seed=37, probability=0.1, first=([1], [0, 1]),
+         plan=[("io", ("write", 0, 1))] * 5 + [
+             ("io", ("write", 0, 2)), ("suspend", (True, False)), ("io", ("write", 0, 1)),
+             ("yield", 3), ("cancel", 0)])
 @given(
     seed=st.integers(0, 2**32 - 1),
     probability=st.sampled_from([0.0, 0.1, 0.3]),

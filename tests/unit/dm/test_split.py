@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from backend.blockio import Op, Status
 from backend.devices.mem import MemDevice
-from backend.dm import MappedDevice, MapResult
+from backend.dm import DeviceState, MappedDevice, MapResult
 from backend.dm.split import split_ranges
 
 from .support import CALLS, Devices, HoldTarget, Requests, async_test, settle, table, targets
@@ -90,6 +92,48 @@ async def test_split_requeue_outside_noflush_is_eio() -> None:
     await settle()
     assert w.statuses == [Status.EIO]
     assert md.info().in_flight == 0
+
+
+@pytest.mark.parametrize("stage_two_first", [True, False])
+@async_test
+async def test_interrupted_noflush_suspend_and_a_requeued_split_piece(
+        stage_two_first: bool) -> None:
+    """A piece of a split write asks for REQUEUE while the noflush flag is set; then the
+    suspend is cancelled. If stage two already ran, the piece is on the pushback list and
+    is reissued (seed 001: not failed). If it is still parked for the requeue worker
+    (stage one), stage two meets the cleared flag and the write gets EIO: it "hadn't
+    been returned at the time" (seed 001), as the kernel's dm_handle_requeue decides
+    only in stage two (seed 003)."""
+    md, devs, r, ts = setup()
+    ts[1].hold = True
+    w = r.submit(md, "w", Op.WRITE, 98, 4, b"p")  # 98..100 done, 100..102 held
+    ts[0].hold = True
+    other = r.submit(md, "other", Op.WRITE, 10, 1, b"o")  # keeps the suspend waiting
+    task = asyncio.create_task(md.suspend(noflush=True))
+    await settle()
+    assert md.noflush_suspending() and md.info().in_flight == 2
+    ts[0].hold = ts[1].hold = False
+    if stage_two_first:
+        ts[1].release(Status.REQUEUE)
+        await settle()  # the worker rewinds it and pushes it back
+        assert md.info().deferred == 1
+        task.cancel()
+    else:
+        task.cancel()  # delivered at the task's next step: after this release
+        ts[1].release(Status.REQUEUE)
+        assert md.noflush_suspending()  # the REQUEUE came while the flag was set
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await settle()
+    assert md.state is DeviceState.ACTIVE
+    if stage_two_first:
+        assert w.statuses == [Status.OK]
+        assert devs.mem("a").read(98 * 512, 4 * 512) == w.data()
+    else:
+        assert w.statuses == [Status.EIO]
+    ts[0].release()  # plain in-flight I/O is unaffected
+    assert other.statuses == [Status.OK]
+    assert (md.info().in_flight, md.info().deferred) == (0, 0)
 
 
 @async_test
