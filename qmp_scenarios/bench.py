@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -117,13 +118,27 @@ async def _measure(guest: Guest, backend: Backend, disk: str, wl: Workload, rep:
 
 
 async def run_bench(workdir: Path, reps: int, runtime: float, size_mb: int,
-                    workloads: list[Workload]) -> tuple[list[Sample], list[str], float]:
+                    workloads: list[Workload], samples: list[Sample]) -> float:
+    """Append a Sample per run to ``samples`` (so a failure keeps what was measured);
+    return the guest's boot time."""
     workdir.mkdir(parents=True, exist_ok=True)
     image = workdir / "bench.img"
     make_image(image, size_mb << 20)
     backends: list[Backend] = [VudmBackend(workdir, image), QsdBackend(workdir, image, "threads"),
                                QsdBackend(workdir, image, "native")]
-    samples: list[Sample] = []
+    try:
+        return await _rounds(workdir, backends, reps, runtime, size_mb, workloads, samples)
+    finally:
+        for b in backends:  # a failed round must not leave a daemonized QSD behind
+            with contextlib.suppress(Exception):
+                await b.stop()
+
+
+BACKENDS = ["vudm", "qsd-threads", "qsd-native"]
+
+
+async def _rounds(workdir: Path, backends: list[Backend], reps: int, runtime: float,
+                  size_mb: int, workloads: list[Workload], samples: list[Sample]) -> float:
     async with Guest(workdir / "guest", memory_mb=512, vcpus=1) as guest:
         boot = guest.boot_seconds or 0.0
         # fill the image once so reads hit allocated blocks on every backend
@@ -147,7 +162,7 @@ async def run_bench(workdir: Path, reps: int, runtime: float, size_mb: int,
                           f"{s.iops:8.0f} IOPS {s.cpu_us_per_io:7.1f} µs CPU/IO", flush=True)
                 await guest.unplug(disk_id)
                 await backend.stop()
-    return samples, [b.label for b in backends], boot
+    return boot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,8 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     workloads = [w for w in WORKLOADS if not ns.only or w.name in ns.only.split(",")]
     t0 = time.monotonic()
-    samples, backends, boot = asyncio.run(
-        run_bench(ns.workdir.resolve(), ns.reps, ns.runtime, ns.size_mb, workloads))
+    samples: list[Sample] = []
+    boot, error = 0.0, ""
+    try:
+        boot = asyncio.run(run_bench(ns.workdir.resolve(), ns.reps, ns.runtime, ns.size_mb,
+                                     workloads, samples))
+    except Exception as e:  # keep and show what was measured, then fail
+        error = f"{type(e).__name__}: {str(e)[:500]}"
+        print(f"\nbench failed after {len(samples)} samples: {error}", file=sys.stderr)
+    backends = BACKENDS
     meta = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(), "cpus": os.cpu_count(),
@@ -174,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "image_mb": ns.size_mb, "guest_boot_s": boot,
         "wall_s": time.monotonic() - t0,
         "note": "medians over rounds with rotating backend order; CPU = backend user+sys",
+        "error": error,
     }
     doc = to_json(samples, backends, meta)
     ns.json.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(medians(samples), backends))
     print(f"\nJSON: {ns.json}")
-    return 0
+    return 1 if error else 0
 
 
 if __name__ == "__main__":
