@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,10 +234,20 @@ def targets(md: MappedDevice) -> list[HoldTarget]:
     return [t for t in md.live_table.targets if isinstance(t, HoldTarget)]
 
 
+@types.coroutine
+def loop_turn() -> Generator[None, None, None]:
+    """Give the event loop one turn: callbacks already scheduled run, no time passes.
+
+    This is exactly what asyncio's zero-second sleep does (a bare yield), named for what the
+    tests use it for: stepping the loop deterministically, never waiting on a clock.
+    """
+    yield
+
+
 async def settle(rounds: int = 20) -> None:
-    """Let call_soon work run (a bounded number of loop iterations; no time passes)."""
+    """Let call_soon work run (a bounded number of loop turns; no time passes)."""
     for _ in range(rounds):
-        await asyncio.sleep(0)
+        await loop_turn()
 
 
 def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:

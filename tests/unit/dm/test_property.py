@@ -45,6 +45,8 @@ from backend.dm import (
 )
 from backend.dm.args import ArgReader
 
+from .support import loop_turn
+
 SIZE = 64
 
 
@@ -345,7 +347,7 @@ async def run(h: Harness, first: tuple[list[int], list[int]],
                 await suspend
         elif kind == "cancel" and suspend is not None and not suspend.done():
             for _ in range(arg):
-                await asyncio.sleep(0)
+                await loop_turn()
             if not suspend.done():
                 # Recorded before cancel(): while we await the task the core clears the
                 # flag, and its requeue worker may already fail a stage-one piece.
@@ -362,7 +364,7 @@ async def run(h: Harness, first: tuple[list[int], list[int]],
             await h.md.resume()
         elif kind == "yield":
             for _ in range(arg):
-                await asyncio.sleep(0)
+                await loop_turn()
     if suspend is not None:
         await suspend
     if h.md.state is DeviceState.SUSPENDED:
@@ -370,7 +372,7 @@ async def run(h: Harness, first: tuple[list[int], list[int]],
     for _ in range(10_000):
         if not h.outstanding:
             break
-        await asyncio.sleep(0)
+        await loop_turn()
 
 
 # CI runs a fixed set of examples (derandomize, no example database): it never goes red

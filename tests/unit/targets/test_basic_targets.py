@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 
 import pytest
+from dm.support import loop_turn
 
 import backend.targets  # noqa: F401
 from backend.blockio import SECTOR_SIZE, Bio, BlockDevice, Op, Status, iov_to_bytes
@@ -130,10 +131,10 @@ def test_mem_device_loop_completion_and_null_device() -> None:
         buf = ctypes.create_string_buffer(b"q" * 512, 512)
         mem.submit(Op.WRITE, 512, 512, [(ctypes.addressof(buf), 512)], done.append)
         assert done == []
-        await asyncio.sleep(0)
+        await loop_turn()
         assert done == [Status.OK] and mem.read(512, 512) == b"q" * 512
         mem.submit(Op.WRITE, 4000, 512, [(ctypes.addressof(buf), 512)], done.append)
-        await asyncio.sleep(0)
+        await loop_turn()
         assert done[-1] is Status.EIO
 
     asyncio.run(scenario())

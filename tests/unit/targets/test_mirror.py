@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
+from dm.support import loop_turn
 
 from backend.blockio import (
     SECTOR_SIZE,
@@ -123,7 +124,7 @@ async def until(condition: Callable[[], bool], rounds: int = 2000) -> None:
     for _ in range(rounds):
         if condition():
             return
-        await asyncio.sleep(0)
+        await loop_turn()
     raise AssertionError("condition not reached while driving the loop")
 
 
@@ -295,7 +296,7 @@ async def test_suspend_waits_for_recovery_in_flight_and_resume_restarts_it() -> 
     suspend = asyncio.create_task(md.suspend())
     await until(lambda: mirror(md).rh.recovery_stopped)
     for _ in range(50):
-        await asyncio.sleep(0)
+        await loop_turn()
     assert not suspend.done()
     devs["b"].release()
     await suspend

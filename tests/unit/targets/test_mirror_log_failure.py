@@ -8,8 +8,9 @@ suspend fails them.
 
 from __future__ import annotations
 
-import asyncio
 import struct
+
+from dm.support import loop_turn
 
 from backend.blockio import SECTOR_SIZE, Op, Status
 from backend.dm import DeviceState, MappedDevice, parse_table
@@ -89,7 +90,7 @@ async def writes_parked_by_a_log_failure(devs: Devices) -> tuple[MappedDevice, l
     writes = [Io(md, Op.WRITE, 3, 1, b"1"), Io(md, Op.WRITE, 40, 2, b"2")]
     await until(lambda: len(target.failures) == 2)
     for _ in range(100):  # parked: nothing completes them while the device is active
-        await asyncio.sleep(0)
+        await loop_turn()
     assert not any(w.done for w in writes)
     assert target.log_failure
     assert md.status().endswith("1 AA 3 disk log D")
