@@ -4,15 +4,18 @@
 Writes go to every leg, after the region they touch is marked dirty in the log (the log
 is written and waited for: dirty_log.py). Reads go to one in-sync leg and fail over to
 another on error. Regions out of sync are copied from the default leg to the others by
-a background worker (one region at a time, like MAX_RECOVERY). With ``handle_errors`` a
-leg that fails is recorded, a table event is raised, the default leg moves off it, and
-writes that reached another leg complete (their region is marked out of sync); without
-it the kernel's choice holds: errors are counted but hidden unless every leg failed.
+a background worker (one region at a time, like MAX_RECOVERY).
 
-Seed 000: when the dirty-log write fails, the writes waiting on it are parked on the
-failures list. presuspend stops recovery, then ends every parked write with REQUEUE
-during a noflush suspend (the core pushes it back, and a table loaded before resume
-completes it) or with EIO during any other suspend.
+A write that failed on a leg, or that could not be marked because the dirty-log write
+failed (seed 000), goes on the failures list; the worker decides (the kernel's
+``do_failures``): with every leg dead it fails; without ``handle_errors`` it completes
+(at least one leg has the data, the region goes out of sync); with ``handle_errors`` it
+is *held* (``hold_bio``, the kernel's rule since 2.6.33) until userspace repairs the
+mirror. Once a leg has failed, writes to out-of-sync regions are held too, so from the
+first failure on every write waits. presuspend stops recovery and hands every held
+write back with REQUEUE: the core pushes it back during a noflush suspend (a table
+loaded before resume - a new log, or a table over the surviving leg - completes it)
+and fails it with EIO otherwise.
 
 The worker (the kernel's kmirrord) is one asyncio task per target; everything else runs
 in I/O callbacks on the loop.
@@ -101,9 +104,16 @@ class MirrorTarget(Target):
         self.reads: list[Clone] = []
         self.writes: list[Clone] = []
         self.failures: list[Clone] = []
+        self.holds: list[Clone] = []
+        """Writes held by ``_hold`` until a suspend hands them back (ms->holds)."""
         self.in_sync = False
         self.log_failure = False
+        self.leg_failure = False
         self.suspending = False
+        self.held_writes = 0
+        """Writes ever held (evidence: the rule that holds them ran)."""
+        self.handed_back = 0
+        """Held writes handed back to the core with REQUEUE by a suspend."""
         self._log_resumed = True  # resume() asks the worker to resume the log first
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -112,8 +122,8 @@ class MirrorTarget(Target):
     def dtr(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        held = self.reads + self.writes + self.failures
-        self.reads, self.writes, self.failures = [], [], []
+        held = self.reads + self.writes + self.failures + self.holds
+        self.reads, self.writes, self.failures, self.holds = [], [], [], []
         for region in self.rh.regions.values():
             held += region.delayed
             region.delayed = []
@@ -132,7 +142,9 @@ class MirrorTarget(Target):
 
     def _fail_leg(self, leg: Leg, kind: LegError) -> None:
         """fail_mirror: count the error; the first of each kind is logged and, with
-        handle_errors, raises a table event and moves the default leg off it."""
+        handle_errors, raises a table event and moves the default leg off it. Any failure
+        makes later writes to out-of-sync regions wait with the others (leg_failure)."""
+        self.leg_failure = True
         leg.error_count += 1
         if kind in leg.errors:
             return
@@ -313,12 +325,15 @@ class MirrorTarget(Target):
             self.log.info("%s: dirty log write failed; writes wait for a suspend",
                           self.context.device_name)
         if self.log_failure and self.handle_errors:
-            self.failures.extend(sync)  # seed 000: parked until presuspend
+            self.failures.extend(sync)  # seed 000: not attempted, held until a suspend
         else:
             for clone in sync:
                 self._do_write(clone)
-        for clone in nosync:  # NOSYNC: the default leg only
-            leg = self.legs[self.default]
+        for clone in nosync:
+            if self.leg_failure and self.handle_errors:
+                self.failures.append(clone)  # the user must repair the mirror first
+                continue
+            leg = self.legs[self.default]  # NOSYNC: the default leg only
             clone.remap(leg.dev, leg.offset + clone.target_offset)
             clone.issue()
 
@@ -330,52 +345,64 @@ class MirrorTarget(Target):
                 fua=clone.fua)
 
     def _write_callback(self, clone: Clone, failed: set[int]) -> None:
+        """write_callback: a write that failed on any leg goes to the worker's failures
+        list, which decides its fate (do_failures)."""
         if not failed:
             clone.end(Status.OK)
             return
         for index in sorted(failed):
             self._fail_leg(self.legs[index], LegError.WRITE)
-        if len(failed) == len(self.legs):
-            self.log.error("All replicated volumes dead, failing I/O")
-            clone.end(Status.EIO)
-        elif self.handle_errors:
-            self._queue(self.failures, clone)  # the worker marks the region out of sync
-        else:
-            clone.end(Status.OK)  # errors not handled: at least one leg has the data
+        self._queue(self.failures, clone)
 
     def _do_failures(self) -> None:
-        """do_failures, as seed 000 has it: with a failed log, writes wait for a suspend
-        (REQUEUE if noflush, EIO otherwise); a leg failure only desyncs the region."""
+        """do_failures: the region goes out of sync (unless the log failed: it cannot be
+        marked); with every leg dead the write fails; with handle_errors it is held for
+        the user to repair the mirror; without, it completes (one leg has the data)."""
         failures, self.failures = self.failures, []
         for clone in failures:
-            if self.log_failure:
-                if self.context.noflush_suspending():
-                    clone.end(Status.REQUEUE)
-                elif self.suspending:
-                    clone.end(Status.EIO)
-                else:
-                    self.failures.append(clone)
-                continue
             write: _Write = clone.private
-            self.in_sync = False
-            if write.region is not None:
-                self.rh.mark_nosync(write.region)
-            usable = any(not leg.error_count for leg in self.legs)
-            clone.end(Status.OK if usable else Status.EIO)
+            if not self.log_failure:
+                self.in_sync = False
+                if write.region is not None:
+                    self.rh.mark_nosync(write.region)
+            if not any(not leg.error_count for leg in self.legs):
+                self.log.error("All replicated volumes dead, failing I/O")
+                clone.end(Status.EIO)
+            elif self.handle_errors:
+                self._hold(clone)
+            else:
+                clone.end(Status.OK)
+
+    def _hold(self, clone: Clone) -> None:
+        """hold_bio: keep the write until a suspend; once presuspend has run, hand it
+        back with REQUEUE. The core decides what that means (seed 001): pushback during
+        a noflush suspend, EIO during a flush suspend - and EIO after an interrupted
+        one, as the kernel's mirror keeps ms->suspend set until resume."""
+        if self.suspending:
+            self.handed_back += 1
+            clone.end(Status.REQUEUE)
+            return
+        self.held_writes += 1
+        self.holds.append(clone)
 
     # --- suspend / resume ----------------------------------------------------------------
 
     async def presuspend(self) -> None:
-        """mirror_presuspend: stop recovery and wait for it, then requeue the failures
-        list and let the worker finish what it has (flush_workqueue)."""
+        """mirror_presuspend: hand held writes back (from now on nothing is held), stop
+        recovery and wait for it, then let the worker finish what it has
+        (flush_workqueue): writes it fails now are handed back too."""
         self.suspending = True
-        self._do_failures()  # seed 000: nothing parked may wait behind recovery
+        holds, self.holds = self.holds, []
+        for clone in holds:
+            self._hold(clone)
         self.rh.stop_recovery()
         await self.rh.wait_recovery_idle()
         await self._do_mirror()
 
     def presuspend_undo(self) -> None:
-        self.suspending = False
+        """An interrupted suspend: recovery restarts. ``suspending`` stays set until
+        resume, as the kernel's ms->suspend does (dm-raid1 has no presuspend_undo): a
+        write held from now on is handed back and fails, not held for ever."""
         self.rh.start_recovery()
 
     async def postsuspend(self) -> None:

@@ -369,30 +369,88 @@ async def test_read_fails_when_every_leg_fails() -> None:
     assert read.status is Status.EIO
 
 
-@run
-async def test_leg_write_failure_with_handle_errors() -> None:
-    """The leg is marked failed, a table event is raised, the write completes from the
-    surviving leg and its region is out of sync; later writes there use the default."""
-    devs = Devices("a", "b")
+async def leg_failed_with_writes_held(devs: Devices) -> tuple[MappedDevice, list[Io]]:
+    """A synced handle_errors mirror whose leg b fails a write: the leg shows D, one table
+    event, and that write and a later one (region 0 is NOSYNC now) are held."""
     md = await synced(devs)
+    target = mirror(md)
     devs["b"].fail = {Op.WRITE}
     events = md.event_nr
-    write = Io(md, Op.WRITE, 3, 1, b"s")
-    await until(lambda: write.done)
-    assert write.status is Status.OK
+    first = Io(md, Op.WRITE, 3, 1, b"s")
+    await until(lambda: len(target.holds) == 1)
     assert devs["a"].read(3) == b"s" * SECTOR_SIZE
     assert md.event_nr == events + 1
     assert md.status() == f"0 {SECTORS} mirror 2 a b 9/10 1 AD 1 core"
     writes_to_b = devs["b"].mem.ops[Op.WRITE]
-    again = Io(md, Op.WRITE, 4, 1, b"t")  # region 0 is NOSYNC now: default leg only
-    await until(lambda: again.done)
-    assert again.status is Status.OK
-    assert devs["b"].mem.ops[Op.WRITE] == writes_to_b
+    later = Io(md, Op.WRITE, 4, 1, b"t")  # NOSYNC region after a leg failure: held too
+    other = Io(md, Op.WRITE, 40, 1, b"u")  # an in-sync region: fails on b, held
+    await until(lambda: len(target.holds) == 3)
+    for _ in range(100):  # held: nothing completes them while the device is active
+        await loop_turn()
+    assert not any(w.done for w in (first, later, other))
+    assert devs["b"].mem.ops[Op.WRITE] == writes_to_b  # a failed write changes nothing
     assert md.event_nr == events + 1  # one event per leg and kind of error
+    assert target.held_writes == 3
+    return md, [first, later, other]
+
+
+@run
+async def test_leg_write_failure_with_handle_errors_holds_writes_until_repaired() -> None:
+    """dm-raid1 since 2.6.33 (hold_bio): with handle_errors a leg failure holds writes
+    without error; the repair - noflush suspend, a table over the surviving leg, resume -
+    completes them with no EIO."""
+    devs = Devices("a", "b")
+    md, writes = await leg_failed_with_writes_held(devs)
+    await md.suspend(noflush=True)
+    assert not any(w.done for w in writes)  # handed back and pushed back, not failed
+    assert mirror(md).handed_back == 3
+    assert md.info().deferred == 3
+    md.load(parse_table(f"0 {SECTORS} linear a 0", devs))
+    await md.resume()
+    await until(lambda: all(w.done for w in writes))
+    assert [w.status for w in writes] == [Status.OK] * 3
+    assert devs["a"].read(4) == b"t" * SECTOR_SIZE
+    assert devs["a"].read(40) == b"u" * SECTOR_SIZE
+
+
+@run
+async def test_leg_failure_held_writes_fail_on_a_flush_suspend() -> None:
+    devs = Devices("a", "b")
+    md, writes = await leg_failed_with_writes_held(devs)
+    await md.suspend()
+    assert [w.status for w in writes] == [Status.EIO] * 3
+
+
+@run
+async def test_after_an_interrupted_suspend_a_write_to_hold_fails() -> None:
+    """The kernel's mirror has no presuspend_undo: after an interrupted suspend a write
+    it must hold is handed back, and the core fails the late REQUEUE (seed 001)."""
+    devs = Devices("a", "b", "c")
+    md = MappedDevice("mix")
+    md.create(parse_table(f"0 {SECTORS} mirror core 1 8 2 a 0 b 0 1 handle_errors\n"
+                          f"{SECTORS} {SECTORS} linear c 0", devs))
+    target = mirror(md)
+    await until(lambda: target.in_sync)
+    devs["c"].hold = devs["b"].hold = True
+    stuck = Io(md, Op.WRITE, SECTORS + 1, 1, b"c")  # keeps the suspend waiting
+    late = Io(md, Op.WRITE, 3, 1, b"l")  # in flight on leg b
+    await until(lambda: bool(devs["b"].held))
+    with pytest.raises(TimeoutError):
+        await md.suspend(noflush=True, timeout=0.05)
+    assert md.info().state.value == "ACTIVE"
+    devs["b"].fail = {Op.WRITE}
+    devs["b"].release()  # the leg fails after the interruption
+    await until(lambda: late.done)
+    assert late.status is Status.EIO
+    assert target.handed_back == 1
+    devs["c"].release()
+    assert stuck.status is Status.OK
 
 
 @run
 async def test_leg_write_failure_without_handle_errors_is_hidden_like_the_kernel() -> None:
+    """Without handle_errors the write completes (one leg has it), no event is raised,
+    and its region goes out of sync (do_failures marks it for every failure)."""
     devs = Devices("a", "b")
     md = await synced(devs, "core 1 8 2 a 0 b 0")
     devs["b"].fail = {Op.WRITE}
@@ -401,7 +459,8 @@ async def test_leg_write_failure_without_handle_errors_is_hidden_like_the_kernel
     await until(lambda: write.done)
     assert write.status is Status.OK
     assert md.event_nr == events
-    assert md.status().split()[6:9] == ["10/10", "1", "AD"]
+    assert md.status().split()[6:9] == ["9/10", "1", "AD"]
+    assert mirror(md).holds == []
 
 
 @run

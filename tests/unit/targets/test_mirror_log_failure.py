@@ -1,7 +1,7 @@
 """mirror with a disk log: what the log device holds, resync after a crash, and seed 000.
 
 Seed 000 ("dm raid1: fix EIO after log failure"): writes whose dirty-log write failed
-are parked on the failures list; presuspend stops recovery and requeues them, so a
+are held (via the failures list); presuspend stops recovery and requeues them, so a
 noflush suspend + table reload + resume completes them with no EIO, while a plain
 suspend fails them.
 """
@@ -88,7 +88,7 @@ async def writes_parked_by_a_log_failure(devs: Devices) -> tuple[MappedDevice, l
     events = md.event_nr
     devs["log"].fail = {Op.WRITE}
     writes = [Io(md, Op.WRITE, 3, 1, b"1"), Io(md, Op.WRITE, 40, 2, b"2")]
-    await until(lambda: len(target.failures) == 2)
+    await until(lambda: len(target.holds) == 2)
     for _ in range(100):  # parked: nothing completes them while the device is active
         await loop_turn()
     assert not any(w.done for w in writes)
@@ -132,7 +132,7 @@ async def test_log_failure_parks_flushes_too_and_noflush_pushes_them_back() -> N
     devs = Devices("a", "b", "log", "log2")
     md, writes = await writes_parked_by_a_log_failure(devs)
     flush = Io(md, Op.FLUSH)
-    await until(lambda: len(mirror(md).failures) == 3)
+    await until(lambda: len(mirror(md).holds) == 3)
     await md.suspend(noflush=True)
     md.load(parse_table(f"0 {SECTORS} mirror core 1 8 2 a 0 b 0", devs))
     await md.resume()
@@ -149,7 +149,7 @@ async def test_log_failure_without_handle_errors_lets_writes_through() -> None:
     write = Io(md, Op.WRITE, 3, 1, b"x")
     await until(lambda: write.done)
     assert write.status is Status.OK
-    assert mirror(md).failures == []
+    assert mirror(md).holds == []
 
 
 @run
@@ -158,11 +158,11 @@ async def test_resume_with_the_dead_log_parks_the_writes_again() -> None:
     md, writes = await writes_parked_by_a_log_failure(devs)
     devs["a"].hold = True
     held = Io(md, Op.WRITE, 70, 1, b"h")  # region 8: log already failed, so parked too
-    await until(lambda: len(mirror(md).failures) == 3)
+    await until(lambda: len(mirror(md).holds) == 3)
     devs["a"].hold = False
     await md.suspend(noflush=True)
     await md.resume()  # same table: the log is still dead, the writes park again
-    await until(lambda: len(mirror(md).failures) == 3)
+    await until(lambda: len(mirror(md).holds) == 3)
     assert not any(w.done for w in [*writes, held])
     await md.suspend(noflush=True)
     md.load(parse_table(f"0 {SECTORS} mirror disk 2 log2 8 2 a 0 b 0 1 handle_errors", devs))
