@@ -25,7 +25,8 @@ from typing import Protocol, runtime_checkable
 from . import targets as _targets  # noqa: F401  (registers the target types)
 from .blockio import BlockDevice
 from .devices import schemes
-from .devices.uri import open_uri
+from .devices.nbd import open_nbd_offline
+from .devices.uri import open_uri, scheme_of
 from .dm import MappedBlockDevice, MappedDevice, Table, parse_table
 from .dm.mapped_device import DeviceState
 from .dm.target import StatusType
@@ -105,6 +106,8 @@ class TableUse:
     dm: str
     devices: set[str] = field(default_factory=set)
     stacked: list[MappedBlockDevice] = field(default_factory=list)
+    text: str = ""
+    """The table as it was given: what the state journal records and restores."""
 
 
 @dataclass
@@ -165,8 +168,12 @@ class Daemon:
         self.mapped: dict[str, MappedEntry] = {}
         self.exports: dict[str, ExportEntry] = {}
         self.quit_requested = asyncio.Event()
+        self.draining = False
         self._uses: dict[int, TableUse] = {}
         self._minors = itertools.count()
+        self.offline_sizes: dict[str, int] = {}
+        """URI -> size in bytes of NBD devices that may open disconnected (a restore
+        sets it: a path whose server is down comes back failed, not as an error)."""
         # `dev-add NAME dm:OTHER` opens mapped devices through this hook (devices/ may
         # not import dm/); the newest daemon of a process owns it.
         schemes.set_mapped_device_opener(self._open_mapped)
@@ -182,7 +189,7 @@ class Daemon:
     async def add_device(self, name: str, uri: str, *, read_only: bool = False) -> DeviceEntry:
         """Open ``uri`` and register it as ``name``."""
         self._check_new_device_name(name)
-        device = await open_uri(name, uri, read_only=read_only, loop=self.loop)
+        device = await self._open_device(name, uri, read_only)
         if name in self.devices:  # raced with another dev-add of the same name
             _close(device)
             raise DeviceError(f"device {name!r} already exists")
@@ -190,6 +197,22 @@ class Daemon:
         self.devices[name] = entry
         log.info("device %s: added (%s, %d bytes)", name, uri, device.size)
         return entry
+
+    async def _open_device(self, name: str, uri: str, read_only: bool) -> BlockDevice:
+        try:
+            return await open_uri(name, uri, read_only=read_only, loop=self.loop)
+        except DeviceError as exc:
+            size = self.offline_sizes.get(uri)
+            if size is None or scheme_of(uri) not in ("nbd", "nbd+unix"):
+                raise
+            log.warning("device %s: %s; restored disconnected (%d bytes), the path checker"
+                        " reconnects it", name, exc, size)
+            return open_nbd_offline(name, uri, read_only, size, self.loop)
+
+    def table_text(self, table: Table) -> str:
+        """The text ``table`` was parsed from (as given to create or load)."""
+        use = self._uses.get(id(table))
+        return use.text if use is not None else ""
 
     def _check_new_device_name(self, name: str) -> None:
         if name in self.devices:
@@ -225,7 +248,7 @@ class Daemon:
     async def _parse(self, dm: str, text: str) -> Table:
         """Parse ``text`` for mapped device ``dm``, resolving and recording its devices."""
         inline = await self._open_inline(text)
-        use = TableUse(dm)
+        use = TableUse(dm, text=text)
 
         def resolve(name: str) -> BlockDevice:
             if name.startswith("dm:"):
@@ -261,7 +284,7 @@ class Daemon:
             for token in set(text.split()):
                 if token in self.devices or not _INLINE_RE.match(token):
                     continue
-                device = await open_uri(token, token, loop=self.loop)
+                device = await self._open_device(token, token, False)
                 opened[token] = DeviceEntry(token, token, False, device, inline=True)
         except BaseException:
             for entry in opened.values():
@@ -487,6 +510,37 @@ class Daemon:
         self.events.emit("EXPORT_DISCONNECTED", {"id": export_id})
 
     # -- shutdown --------------------------------------------------------------------
+
+    async def drain(self, timeout: float | None = 30.0) -> None:
+        """Stop popping requests from every guest and wait for those in flight, then
+        drop the guests (a ``reconnect=1`` guest comes back to the next daemon, which
+        resubmits whatever did not complete within ``timeout``)."""
+        self.draining = True
+        waiting = self.shutdown_status()
+        log.info("draining: %s", waiting)
+        exports = [e.export for e in self.exports.values()]
+        await asyncio.gather(*(e.close(timeout) for e in exports), return_exceptions=True)
+        log.info("drained")
+
+    def shutdown_status(self) -> str:
+        """What a shutdown is waiting for, in words (a second SIGTERM or quit says it)."""
+        if not self.draining:
+            return "stopping: not draining yet"
+        busy = []
+        for e in self.exports.values():
+            n = e.export.in_flight
+            if not n:
+                continue
+            md = self.mapped.get(e.dm)
+            where = ""
+            if md is not None:
+                info = md.md.info()
+                where = (f" (mapped device {e.dm!r} {info.state.value}, {info.deferred}"
+                         f" deferred, {info.in_flight} in its targets)")
+            busy.append(f"{n} request(s) in flight on export {e.id!r}{where}")
+        if not busy:
+            return "draining: no request in flight, closing"
+        return "draining: waiting for " + "; ".join(busy)
 
     async def close(self) -> None:
         """Close everything: exports, then mapped devices (upper first), then devices."""

@@ -8,6 +8,7 @@
      +-- DeviceError       a device cannot be opened, found, or is in use
      +-- ControlError      a bad QMP command or argument
      +-- GuestError        a guest misbehaved (boot, agent, workload)
+     +-- JournalError      the state directory cannot be read, written or restored
 
 Control operations raise these; the I/O path never raises, it returns a Status.
 Root causes are kept with ``raise ... from``. CancelledError is never wrapped.
@@ -52,3 +53,7 @@ class ControlError(VudmError):
 
 class GuestError(VudmError):
     """A guest failed to boot, its agent failed, or a workload could not run."""
+
+
+class JournalError(VudmError):
+    """The daemon's state directory could not be written, read or restored from."""

@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qmp", metavar="PATH", help="QMP socket to create"
                    " (default: the config's [qmp] socket, $VUDM_QMP)")
     p.add_argument("--config", metavar="FILE", help="TOML file of devices, dms, exports")
+    p.add_argument("--state-dir", metavar="DIR", help="save the state in DIR before every"
+                   " reply and restore it at start (it wins over --config)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     p.add_argument("--checker-interval", type=float, default=1.0, metavar="S",
                    help="probe multipath paths every S seconds (0: no path checker)")
@@ -305,7 +307,8 @@ def _run_serve(ns: argparse.Namespace) -> int:
         return 1
     path = ns.qmp or (config.qmp_socket if config else None) or str(socket_path())
     try:
-        asyncio.run(serve(Path(path), config, checker_interval=ns.checker_interval))
+        asyncio.run(serve(Path(path), config, checker_interval=ns.checker_interval,
+                          state_dir=ns.state_dir))
     except (ControlError, OSError) as e:
         print(f"vudm serve: {e}", file=sys.stderr)
         return 1

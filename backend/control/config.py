@@ -4,6 +4,8 @@ TOML, one array of tables per kind; each entry holds exactly the arguments of th
 command that creates it, so a config is validated by the same schemas and a daemon
 restarted from it comes back in the state those commands would build::
 
+    state-dir = "/var/lib/vudm/state" # optional; --state-dir wins (a saved state there
+                                      # wins over the rest of this file)
     [qmp]
     socket = "/run/vudm/qmp.sock"     # optional; --qmp wins
 
@@ -43,6 +45,7 @@ class Config:
 
     path: Path
     qmp_socket: str | None = None
+    state_dir: str | None = None
     commands: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)
     """(where, command, arguments); ``where`` is e.g. ``dm[2]`` for messages."""
 
@@ -57,10 +60,14 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {path}: {e}") from e
     config = Config(path)
-    unknown = sorted(set(raw) - set(SECTIONS) - {"qmp"})
+    unknown = sorted(set(raw) - set(SECTIONS) - {"qmp", "state-dir"})
     if unknown:
         raise ConfigError(f"config {path}: unknown section {unknown[0]!r}"
-                          f" (expected qmp, {', '.join(SECTIONS)})")
+                          f" (expected state-dir, qmp, {', '.join(SECTIONS)})")
+    if "state-dir" in raw:
+        if not isinstance(raw["state-dir"], str) or not raw["state-dir"]:
+            raise ConfigError(f"config {path}: state-dir: expected a non-empty string")
+        config.state_dir = raw["state-dir"]
     qmp = raw.get("qmp", {})
     if not isinstance(qmp, Mapping) or set(qmp) - {"socket"}:
         raise ConfigError(f"config {path}: [qmp] takes only 'socket'")

@@ -43,10 +43,12 @@ def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
 
 
 @asynccontextmanager
-async def in_process(sock_dir: Path, config: Config | None = None
+async def in_process(sock_dir: Path, config: Config | None = None, *,
+                     state_dir: Path | None = None, checker_interval: float = 1.0,
                      ) -> AsyncIterator[tuple[VudmServer, QMPClient]]:
     """A VudmServer on ``sock_dir/qmp.sock`` in this loop, and a client of it."""
-    async with VudmServer(sock_dir / "qmp.sock", config) as server:
+    async with VudmServer(sock_dir / "qmp.sock", config, state_dir=state_dir,
+                          checker_interval=checker_interval) as server:
         client = QMPClient("test")
         await client.connect(str(server.qmp_path))
         try:

@@ -91,13 +91,13 @@ class NbdDevice:
     """A BlockDevice over one NBD connection; see the module docstring."""
 
     def __init__(self, name: str, address: NbdAddress, *, read_only: bool = False,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, size: int = 0) -> None:
         self._name = name
         self.address = address
         self._want_ro = read_only
         self._loop = loop or asyncio.get_running_loop()
         self._sock: socket.socket | None = None
-        self._size = 0
+        self._size = size  # known before connecting: a restored, disconnected path
         self._flags = 0
         self._inflight: dict[int, _Pending] = {}
         self._cookie = 0
@@ -330,3 +330,12 @@ async def open_nbd(name: str, uri: str, read_only: bool,
     dev = NbdDevice(name, NbdAddress.from_uri(uri), read_only=read_only, loop=loop)
     await dev.connect()
     return dev
+
+
+def open_nbd_offline(name: str, uri: str, read_only: bool, size: int,
+                     loop: asyncio.AbstractEventLoop) -> NbdDevice:
+    """An NBD device whose server is down, of a size known from before: every request
+    fails with ENOLINK (multipath fails the path) until the checker's ``connect``
+    succeeds, and that connect refuses a server whose export changed size."""
+    return NbdDevice(name, NbdAddress.from_uri(uri), read_only=read_only, loop=loop,
+                     size=size)

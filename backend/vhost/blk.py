@@ -105,6 +105,8 @@ class VirtioBlkDevice:
         self.generation = 0
         self.in_flight = 0
         self.rejected = 0
+        self.resubmitted = 0
+        """Requests the front-end's inflight region handed back after a reconnect."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._running = False
@@ -193,6 +195,7 @@ class VirtioBlkDevice:
             self._fresh[qidx] = False
             resubmit = VuVirtq.from_address(vq).resubmit_num
             if resubmit:
+                self.resubmitted += resubmit
                 self.log.info("queue %d: resubmitting %d requests in flight before the "
                               "reconnect", qidx, resubmit)
         # Plugged: the requests of this kick reach the disk in one batch, right after
@@ -339,6 +342,14 @@ class VhostUserBlkExport:
     @property
     def connected(self) -> bool:
         return self.server.connected
+
+    @property
+    def in_flight(self) -> int:
+        return self.device.in_flight
+
+    @property
+    def resubmitted(self) -> int:
+        return self.device.resubmitted
 
     @property
     def size_bytes(self) -> int:

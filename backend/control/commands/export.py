@@ -16,7 +16,8 @@ STR, INT, BOOL = JSONType.STR, JSONType.INT, JSONType.BOOL
 def describe_export(entry: ExportEntry) -> dict[str, object]:
     return {"id": entry.id, "dm": entry.dm, "socket": str(entry.socket),
             "connected": entry.connected, "num-queues": entry.num_queues,
-            "writable": entry.writable, "serial": entry.serial}
+            "writable": entry.writable, "serial": entry.serial,
+            "resubmitted": entry.export.resubmitted}
 
 
 @command("export-add", Arg("id", STR), Arg("dm", STR), Arg("socket", STR),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ...errors import ControlError
 from ..version import VERSION, version_triple
 from .registry import REGISTRY, command
 
@@ -27,6 +28,8 @@ async def query_commands(daemon: Daemon, args: dict[str, Any]) -> object:
 
 @command("quit")
 async def quit_daemon(daemon: Daemon, args: dict[str, Any]) -> object:
-    """Stop the daemon: exports are closed, then mapped devices, then devices."""
+    """Stop the daemon: drain in-flight I/O, then close exports, mapped devices, devices."""
+    if daemon.quit_requested.is_set():
+        raise ControlError(daemon.shutdown_status())
     daemon.quit_requested.set()
     return {}

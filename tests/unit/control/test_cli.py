@@ -157,7 +157,8 @@ def test_json_output_and_dev_export_listing(daemon: Path,
     ok(capsys, "export", "add", "e0", "v", str(sock), "--num-queues", "2", "--serial", "S1")
     exports = json.loads(ok(capsys, "export", "ls", "--json"))
     assert exports == [{"id": "e0", "dm": "v", "socket": str(sock), "connected": False,
-                        "num-queues": 2, "writable": True, "serial": "S1"}]
+                        "num-queues": 2, "writable": True, "serial": "S1",
+                        "resubmitted": 0}]
     assert "e0" in ok(capsys, "export", "ls")
     assert "Open count:        1\n" in ok(capsys, "info", "v")
     ok(capsys, "export", "del", "e0")
