@@ -4,7 +4,10 @@ dead ones and reinstates the ones that answer again.
 Every ``interval`` seconds, for each ACTIVE mapped device whose live table has multipath
 targets, each path device is probed once (concurrently): a disconnected NBD path is
 first reconnected (``connect()``, as its server may be back), then sector 0 is read
-straight from the device with a timeout. The verdict goes to the target as
+straight from the device with a timeout. A probe that times out means the path hangs
+(a partitioned link, a frozen server): its connection is dropped (``disconnect()``), so
+the requests stuck on it end with a path error and multipath retries them on another
+path instead of waiting for the link to come back. The verdict goes to the target as
 ``fail_path DEV`` / ``reinstate_path DEV`` messages through the mapped device, as
 multipathd sends them (a suspended device answers EBUSY; the next round retries), so
 the target raises the table event (the event number rises) and the daemon may be told
@@ -179,7 +182,13 @@ class PathChecker:
                 log.debug("%s: reconnect failed: %s", device.name, exc)
                 return False
         status = await self._read_sector0(device)
-        if status is not Status.OK:
+        if status is Status.ETIMEDOUT:
+            disconnect: Callable[[str], None] | None = getattr(device, "disconnect", None)
+            if disconnect is not None and getattr(device, "connected", False):
+                log.warning("%s: probe unanswered for %gs: dropping the hung connection",
+                            device.name, self.timeout)
+                disconnect(f"path checker: probe unanswered for {self.timeout:g}s")
+        elif status is not Status.OK:
             log.debug("%s: probe read: %s", device.name, status.name)
         return status is Status.OK
 

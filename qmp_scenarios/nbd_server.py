@@ -2,8 +2,11 @@
 
 Paths die for real: ``kill()`` SIGKILLs the server (its connections drop mid-I/O),
 ``remove_export()`` asks it over its own QMP monitor to drop the export, and ``start()``
-brings a killed server back on the same socket. Several servers can export the same raw
-image (image locking is off) so that they are several paths to one disk.
+brings a killed server back on the same socket. With ``net`` (a
+:class:`~qmp_scenarios.netns.NetPath`), the server listens on TCP inside the path's own
+network namespace instead, and the path can also die by partition. Several servers can
+export the same raw image (image locking is off) so that they are several paths to one
+disk.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from .netns import NBD_PORT, NetPath
 from .qsd import StorageDaemon, wait_pid_gone
 
 log = logging.getLogger(__name__)
@@ -21,23 +25,32 @@ class NbdServer:
     """qemu-storage-daemon serving ``image`` as NBD export ``export`` on a unix socket."""
 
     def __init__(self, workdir: Path, name: str, image: Path, export: str = "disk",
-                 *, direct: bool = True) -> None:
+                 *, direct: bool = True, net: NetPath | None = None,
+                 timeout: float | None = None) -> None:
         self.name = name
         self.image = image
         self.export = export
+        self.net = net
+        self.timeout = timeout
+        """The client's per-request timeout put in ``uri`` (None: the device default)."""
         self.socket = workdir / name / "nbd.sock"
         cache = "on" if direct else "off"
+        addr = (f"addr.type=inet,addr.host={net.server_addr},addr.port={NBD_PORT}"
+                if net is not None else f"addr.type=unix,addr.path={self.socket}")
         self.daemon = StorageDaemon(workdir / name, [
             "--blockdev", f"driver=file,node-name=file0,filename={image},"
                           f"cache.direct={cache},locking=off,aio=threads",
             "--blockdev", "driver=raw,node-name=disk0,file=file0",
-            "--nbd-server", f"addr.type=unix,addr.path={self.socket},max-connections=0",
+            "--nbd-server", f"{addr},max-connections=0",
             "--export", f"type=nbd,id=exp0,node-name=disk0,name={export},writable=on",
-        ])
+        ], prefix=("ip", "netns", "exec", net.netns) if net is not None else ())
 
     @property
     def uri(self) -> str:
-        return f"nbd+unix:///{self.export}?socket={self.socket}"
+        if self.net is not None:
+            return self.net.uri(self.export, self.timeout)
+        query = "" if self.timeout is None else f"&timeout={self.timeout:g}"
+        return f"nbd+unix:///{self.export}?socket={self.socket}{query}"
 
     @property
     def pid(self) -> int | None:

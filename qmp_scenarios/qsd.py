@@ -53,17 +53,20 @@ async def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
 class StorageDaemon:
     """One qemu-storage-daemon with the given ``--blockdev``/``--export``/... arguments."""
 
-    def __init__(self, rundir: Path, args: list[str]) -> None:
+    def __init__(self, rundir: Path, args: list[str], *,
+                 prefix: tuple[str, ...] = ()) -> None:
         self.dir = rundir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.args = args
+        self.prefix = prefix
+        """argv prefix, e.g. ``ip netns exec NS`` to serve from a network namespace."""
         self.qmp_socket = self.dir / "qmp.sock"
         self.pidfile = self.dir / "qsd.pid"
         self.log = self.dir / "qsd.log"
         self.pid: int | None = None
 
     def argv(self) -> list[str]:
-        return ["qemu-storage-daemon", *self.args,
+        return [*self.prefix, "qemu-storage-daemon", *self.args,
                 "--chardev", f"socket,id=mon0,path={self.qmp_socket},server=on,wait=off",
                 "--monitor", "chardev=mon0",
                 "--pidfile", str(self.pidfile), "--daemonize"]

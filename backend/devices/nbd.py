@@ -6,15 +6,24 @@ on memoryviews of the guest buffers, and read replies are received straight into
 (zero copy). When the connection drops, every request in flight fails at once with
 ENOLINK, and so does every later one until ``connect`` succeeds again: that is what lets
 multipath fail the path immediately, and the path checker reinstate it.
+
+A connection can also hang: a partitioned link or a frozen server keeps the TCP
+connection open and answers nothing. Like the kernel nbd driver's ``timeout``, each
+request must be answered within ``timeout`` seconds (``?timeout=S`` in the URI, default
+30, 0 for none); the first one that is not drops the connection, so every request in
+flight ends with ENOLINK and multipath retries it on another path. The path checker
+drops a connection the same way when its probe times out (``disconnect``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import logging
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +49,11 @@ _NEEDS_FLAG = {
 }
 
 
+DEFAULT_TIMEOUT = 30.0
+"""Seconds a request may stay unanswered before the connection is dropped (the kernel
+nbd driver's default)."""
+
+
 @dataclass(frozen=True)
 class NbdAddress:
     """Where an NBD export is: a unix socket path, or a TCP host and port."""
@@ -48,16 +62,21 @@ class NbdAddress:
     unix_path: str | None = None
     host: str | None = None
     port: int = 10809
+    timeout: float = DEFAULT_TIMEOUT
+    """Per-request timeout in seconds (0: none)."""
 
     @classmethod
     def from_uri(cls, uri: str) -> NbdAddress:
         u = urlsplit(uri)
         export = unquote(u.path.lstrip("/"))
+        query = parse_qs(u.query)
+        timeout = _timeout_arg(uri, query.pop("timeout", None))
         if u.scheme == "nbd+unix":
-            sock = parse_qs(u.query).get("socket")
+            sock = query.pop("socket", None)
             if not sock:
                 raise DeviceError(f"bad device URI {uri!r}: nbd+unix needs ?socket=PATH")
-            return cls(export=export, unix_path=sock[0])
+            _no_more_args(uri, query)
+            return cls(export=export, unix_path=sock[0], timeout=timeout)
         if u.scheme == "nbd":
             if not u.hostname:
                 raise DeviceError(f"bad device URI {uri!r}: nbd:// needs a host")
@@ -65,7 +84,8 @@ class NbdAddress:
                 port = u.port or 10809
             except ValueError as e:
                 raise DeviceError(f"bad device URI {uri!r}: {e}") from e
-            return cls(export=export, host=u.hostname, port=port)
+            _no_more_args(uri, query)
+            return cls(export=export, host=u.hostname, port=port, timeout=timeout)
         raise DeviceError(f"bad device URI {uri!r}: not an nbd URI")
 
     def __str__(self) -> str:
@@ -73,13 +93,35 @@ class NbdAddress:
         return f"{where}/{self.export}"
 
 
-class _Pending:
-    __slots__ = ("done", "iovecs", "op")
+def _timeout_arg(uri: str, values: list[str] | None) -> float:
+    if not values:
+        return DEFAULT_TIMEOUT
+    text = values[-1]
+    try:
+        timeout = float(text)
+    except ValueError:
+        timeout = -1.0
+    if not 0 <= timeout <= 86400 or timeout != timeout:
+        raise DeviceError(f"bad device URI {uri!r}: timeout={text!r} is not a number of "
+                          f"seconds from 0 (none) to 86400")
+    return timeout
 
-    def __init__(self, op: Op, iovecs: Sequence[IoVec], done: Completion) -> None:
+
+def _no_more_args(uri: str, query: dict[str, list[str]]) -> None:
+    if query:
+        raise DeviceError(f"bad device URI {uri!r}: unknown argument(s) "
+                          f"{', '.join(sorted(query))} (nbd takes socket= and timeout=)")
+
+
+class _Pending:
+    __slots__ = ("deadline", "done", "iovecs", "op")
+
+    def __init__(self, op: Op, iovecs: Sequence[IoVec], done: Completion,
+                 deadline: float) -> None:
         self.op = op
         self.iovecs = iovecs
         self.done = done
+        self.deadline = deadline
 
 
 def _views(iovecs: Sequence[IoVec]) -> list[memoryview]:
@@ -109,6 +151,9 @@ class NbdDevice:
         self._data: list[memoryview] = []
         self._data_cookie = 0
         self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.timeouts = 0
+        """Connections dropped because a request went unanswered for ``timeout`` s."""
 
     # -- BlockDevice ---------------------------------------------------------------
 
@@ -143,7 +188,12 @@ class NbdDevice:
             return
         self._cookie += 1
         cookie = self._cookie
-        self._inflight[cookie] = _Pending(op, iovecs, done)
+        timeout = self.address.timeout
+        self._inflight[cookie] = _Pending(op, iovecs, done,
+                                          self._loop.time() + timeout if timeout else 0.0)
+        if timeout and self._timer is None:
+            self._timer = self._loop.call_at(self._inflight[cookie].deadline,
+                                             self._check_deadline)
         hdr = proto.request(_CMD[op], cookie, offset, 0 if op is Op.FLUSH else length)
         self._out.append(memoryview(hdr))
         if op is Op.WRITE:
@@ -217,8 +267,27 @@ class NbdDevice:
             buf += chunk
         return bytes(buf)
 
+    def _check_deadline(self) -> None:
+        """The oldest request in flight (the first in the dict: cookies only grow) sets
+        the next deadline; one timer per device, re-armed lazily, costs nothing per I/O."""
+        self._timer = None
+        oldest = next(iter(self._inflight.values()), None)
+        if oldest is None:
+            return
+        if oldest.deadline <= self._loop.time():
+            self.timeouts += 1
+            log.warning("%s: NBD %s: a %s went unanswered for %gs: dropping the connection",
+                        self._name, self.address, oldest.op.name, self.address.timeout)
+            self.disconnect(f"request timed out after {self.address.timeout:g}s")
+            return
+        self._timer = self._loop.call_at(oldest.deadline, self._check_deadline)
+
     def disconnect(self, reason: str = "closed") -> None:
-        """Drop the connection; every request in flight fails with ENOLINK."""
+        """Drop the connection; every request in flight fails with ENOLINK (a path error:
+        multipath fails the path and retries them on another)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         sock, self._sock = self._sock, None
         if sock is None:
             return
@@ -226,6 +295,13 @@ class NbdDevice:
         if self._writing:
             self._loop.remove_writer(sock.fileno())
             self._writing = False
+        if sock.family != socket.AF_UNIX:
+            # abortive close (RST, send queue discarded): a plain close would keep
+            # retransmitting the failed requests' writes, and once a partitioned link
+            # heals they would land on the disk after multipath rewrote the same blocks
+            # through another path
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
         self._out.clear()
         pending, self._inflight = self._inflight, {}

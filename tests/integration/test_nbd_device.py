@@ -13,6 +13,7 @@ from backend.devices.nbd import NbdAddress, NbdDevice
 from backend.devices.uri import open_uri
 from backend.errors import DeviceError
 from qmp_scenarios.nbd_server import NbdServer
+from qmp_scenarios.netns import NetRig, run_in_netns
 
 
 class Buf:
@@ -116,3 +117,76 @@ def test_bad_uris() -> None:
                       ("bogus:/x", "unknown scheme"), ("/just/a/path", "no scheme")]:
         with pytest.raises(DeviceError, match=what):
             asyncio.run(open_uri("x", uri))
+
+
+def test_hung_server_times_out_in_flight_requests_then_reconnects(
+        tmp_path: Path, image: Path) -> None:
+    """A frozen server (SIGSTOP) keeps the connection open and answers nothing: the
+    per-request timeout drops the connection and fails what was in flight with ENOLINK
+    (a path error multipath retries elsewhere), instead of hanging forever."""
+    async def main() -> None:
+        srv = NbdServer(tmp_path, "p0", image, timeout=1)
+        await srv.start()
+        dev = await open_uri("p0", srv.uri)
+        assert isinstance(dev, NbdDevice) and dev.address.timeout == 1
+        try:
+            srv.daemon.pause(True)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            sts = await asyncio.gather(*(io(dev, Op.WRITE, i << 16, [Buf(65536, 3)])
+                                         for i in range(16)))
+            took = loop.time() - t0
+            assert set(sts) == {Status.ENOLINK}
+            assert 1.0 <= took < 5.0, took
+            assert dev.timeouts == 1 and not dev.connected
+            srv.daemon.pause(False)
+            await dev.connect()
+            assert await io(dev, Op.WRITE, 0, [Buf(4096, 9)]) is Status.OK
+        finally:
+            dev.close()
+            await srv.stop()
+
+    asyncio.run(main())
+
+
+def test_partitioned_tcp_path_times_out_then_reconnects_when_healed(
+        tmp_path: Path, image: Path) -> None:
+    """nbd:// to a server in its own network namespace; its link goes down under I/O
+    (the connection hangs: no FIN, no RST): the requests end with ENOLINK after the
+    timeout; reconnecting fails while partitioned and works once the link is back, and
+    none of the timed-out writes reached the disk."""
+    async def setup() -> tuple[NetRig, NbdServer]:
+        net = NetRig()
+        await net.__aenter__()
+        srv = NbdServer(tmp_path, "p0", image, net=await net.add_path("p0"), timeout=1)
+        await srv.start()
+        return net, srv
+
+    async def in_client_netns(net: NetRig, srv: NbdServer) -> None:
+        dev = await open_uri("p0", srv.uri)
+        assert isinstance(dev, NbdDevice) and srv.net is not None
+        assert dev.address.host == srv.net.server_addr
+        try:
+            assert await io(dev, Op.WRITE, 0, [Buf(65536, 1)]) is Status.OK
+            await net.set_link("p0", up=False)
+            sts = await asyncio.gather(*(io(dev, Op.WRITE, i << 16, [Buf(65536, 2)])
+                                         for i in range(16)))
+            assert set(sts) == {Status.ENOLINK} and dev.timeouts == 1
+            with pytest.raises(DeviceError, match=r"10\.77"):
+                await dev.connect(timeout=1)
+            await net.set_link("p0", up=True)
+            await dev.connect(timeout=10)
+            r = Buf(65536)
+            assert await io(dev, Op.READ, 0, [r]) is Status.OK
+            assert r.data() == b"\x01" * 65536
+        finally:
+            dev.close()
+
+    loop = asyncio.new_event_loop()
+    net, srv = loop.run_until_complete(setup())
+    try:
+        run_in_netns(net.client_netns, lambda: in_client_netns(net, srv), timeout=60)
+    finally:
+        loop.run_until_complete(srv.stop())
+        loop.run_until_complete(net.close())
+        loop.close()

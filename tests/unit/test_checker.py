@@ -92,6 +92,28 @@ async def test_a_path_that_hangs_is_failed_after_the_timeout() -> None:
 
 
 @async_test
+async def test_io_stuck_on_a_hung_path_is_retried_on_another_once_the_probe_times_out(
+) -> None:
+    md, paths, _, checker = setup("0")  # no queue_if_no_path: nothing may wait forever
+    paths["p0"].hold = True
+    paths["p1"].hold = True
+    r = Requests()
+    for i in range(4):
+        r.submit(md, f"w{i}", Op.WRITE, i, 1, b"w")
+    await settle()
+    assert r.order == [] and len(paths["p0"].held) + len(paths["p1"].held) == 4
+    paths["p1"].hold = False  # p1 answers again; p0 stays hung (a partitioned link)
+    paths["p1"].release()
+    # the dropped connection fails the held I/O with a path error: the target fails p0
+    # itself (end_io) before the checker's verdict, which then has nothing left to do
+    assert await checker.check_once() == []
+    assert not paths["p0"].connected  # the checker dropped the hung connection
+    await settle()
+    assert sorted(r.order) == [(f"w{i}", Status.OK) for i in range(4)]
+    assert path_states(mpaths(md)[0]) == {"p0": "F", "p1": "A"}
+
+
+@async_test
 async def test_a_suspended_device_is_left_alone() -> None:
     md, paths, _, checker = setup()
     await md.suspend()

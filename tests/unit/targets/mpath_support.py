@@ -81,6 +81,13 @@ class PathDevice:
         self.hold = False
         self.release(Status.ENOLINK)
 
+    def disconnect(self, reason: str = "closed") -> None:
+        """The client drops the connection (as NbdDevice does): held I/O fails with
+        ENOLINK; the server stays up, so ``connect`` works again."""
+        self.connected = False
+        self.hold = False
+        self.release(Status.ENOLINK)
+
     def restart(self) -> None:
         """The server is back; the path stays disconnected until ``connect``."""
         self.up = True
