@@ -110,10 +110,14 @@ class MirrorTarget(Target):
         self.log_failure = False
         self.leg_failure = False
         self.suspending = False
-        self.held_writes = 0
-        """Writes ever held (evidence: the rule that holds them ran)."""
-        self.handed_back = 0
-        """Held writes handed back to the core with REQUEUE by a suspend."""
+        self.parked = 0
+        """Evidence: writes held (parked via the failures list: seed 000, hold_bio)."""
+        self.parked_requeued = 0
+        """Evidence: held writes handed back during a noflush suspend (pushed back)."""
+        self.parked_failed = 0
+        """Evidence: held writes handed back outside one (the core fails them)."""
+        self.recoveries = 0
+        """Evidence: regions recovered (copied to every leg)."""
         self._log_resumed = True  # resume() asks the worker to resume the log first
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -283,6 +287,8 @@ class MirrorTarget(Target):
                 failed = set()  # DM_KCOPYD_IGNORE_ERROR
             for index in sorted(failed):
                 self._fail_leg(dests[index], LegError.SYNC)
+            if not (read_failed or failed):
+                self.recoveries += 1
             self.rh.recovery_end(region, not (read_failed or failed))
 
         copy_region(source, dests, start, count, done)
@@ -379,10 +385,13 @@ class MirrorTarget(Target):
         a noflush suspend, EIO during a flush suspend - and EIO after an interrupted
         one, as the kernel's mirror keeps ms->suspend set until resume."""
         if self.suspending:
-            self.handed_back += 1
+            if self.context.noflush_suspending():
+                self.parked_requeued += 1
+            else:
+                self.parked_failed += 1
             clone.end(Status.REQUEUE)
             return
-        self.held_writes += 1
+        self.parked += 1
         self.holds.append(clone)
 
     # --- suspend / resume ----------------------------------------------------------------
@@ -415,6 +424,16 @@ class MirrorTarget(Target):
         self.rh.start_recovery()
 
     # --- introspection -------------------------------------------------------------------
+
+    def stats(self) -> dict[str, object]:
+        """Evidence: writes held and what became of them, regions recovered, leg errors."""
+        return {
+            "parked": self.parked,
+            "parked-requeued": self.parked_requeued,
+            "parked-failed": self.parked_failed,
+            "recoveries": self.recoveries,
+            "leg-errors": sum(leg.error_count for leg in self.legs),
+        }
 
     def status(self, kind: StatusType) -> str:
         if kind is StatusType.INFO:

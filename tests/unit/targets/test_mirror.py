@@ -390,7 +390,7 @@ async def leg_failed_with_writes_held(devs: Devices) -> tuple[MappedDevice, list
     assert not any(w.done for w in (first, later, other))
     assert devs["b"].mem.ops[Op.WRITE] == writes_to_b  # a failed write changes nothing
     assert md.event_nr == events + 1  # one event per leg and kind of error
-    assert target.held_writes == 3
+    assert target.stats()["parked"] == 3
     return md, [first, later, other]
 
 
@@ -403,7 +403,7 @@ async def test_leg_write_failure_with_handle_errors_holds_writes_until_repaired(
     md, writes = await leg_failed_with_writes_held(devs)
     await md.suspend(noflush=True)
     assert not any(w.done for w in writes)  # handed back and pushed back, not failed
-    assert mirror(md).handed_back == 3
+    assert mirror(md).stats()["parked-requeued"] == 3
     assert md.info().deferred == 3
     md.load(parse_table(f"0 {SECTORS} linear a 0", devs))
     await md.resume()
@@ -442,7 +442,7 @@ async def test_after_an_interrupted_suspend_a_write_to_hold_fails() -> None:
     devs["b"].release()  # the leg fails after the interruption
     await until(lambda: late.done)
     assert late.status is Status.EIO
-    assert target.handed_back == 1
+    assert target.stats()["parked-failed"] == 1  # the late REQUEUE
     devs["c"].release()
     assert stuck.status is Status.OK
 
