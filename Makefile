@@ -30,7 +30,7 @@ $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS) && touch $@
 
 lint: venv
-	.venv/bin/ruff check backend guests qmp_scenarios tests
+	.venv/bin/ruff check backend guests qmp_scenarios vudm_testing tests examples
 	.venv/bin/mypy
 
 unit: venv

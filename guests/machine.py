@@ -287,6 +287,10 @@ class Guest:
         await self._qmp_execute("chardev-remove", {"id": disk.chardev_id}, deadline)
         log.info("guest %s: disk %s unplugged", self.workdir, disk_id)
 
+    def plugged_disks(self) -> list[str]:
+        """Ids of the disks plugged now (boot disks and hotplugged ones)."""
+        return list(self._disks)
+
     async def disk_path(self, disk_id: str, timeout: float = 30.0) -> str:
         """The guest's /dev path of a plugged disk (boot-time disks are looked up)."""
         if disk_id not in self._disks:

@@ -33,18 +33,21 @@ class Rig:
     """``async with Rig(workdir, result) as rig:`` starts vudm; steps add the rest."""
 
     def __init__(self, workdir: Path, result: ScenarioResult, *, image_mb: int = 256,
-                 checker_interval: float = 0.5) -> None:
+                 checker_interval: float = 0.5, guest: Guest | None = None) -> None:
         self.workdir = workdir
         self.result = result
         self.rec = Recorder(result)
         self.image_mb = image_mb
         self.image = workdir / "disk.img"
         self.checker_interval = checker_interval
-        self.run_dir = _short_run_dir(workdir)
+        self.run_dir = short_run_dir(workdir)
         self.vudm = DaemonProcess(self.run_dir / "vudm", log_path=workdir / "vudm.log",
                                   extra_args=("--checker-interval", str(checker_interval)))
         self.paths: dict[str, NbdServer] = {}
-        self.guest: Guest | None = None
+        self.guest: Guest | None = guest
+        # A guest handed in (a pytest worker's shared guest) is the caller's: the rig
+        # unplugs what it plugged but never stops it.
+        self.owns_guest = guest is None
         self._client: QMPClient | None = None
         self._events: EventLog | None = None
 
@@ -59,9 +62,11 @@ class Rig:
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self.guest is not None:
+        if self.guest is not None and self.owns_guest:
             with contextlib.suppress(Exception):
                 await self.guest.stop()
+        elif self.guest is not None:
+            await hand_back(self.guest)
         if self._events is not None:
             await self._events.close()
         if self._client is not None:
@@ -95,11 +100,24 @@ class Rig:
         return self.guest
 
 
+async def hand_back(guest: Guest) -> None:
+    """Leave a shared guest as it was lent: no fio running, no disk plugged (done while
+    the daemon still serves them, so the guest lets go cleanly). Failures are only
+    logged: whoever owns the guest sees the disks left in ``plugged_disks()``."""
+    with contextlib.suppress(Exception):
+        await guest.run("killall -9 fio 2>/dev/null; true", 30)
+    for disk_id in guest.plugged_disks():
+        try:
+            await guest.unplug(disk_id)
+        except Exception as e:
+            log.warning("shared guest: unplugging %s failed: %s", disk_id, e)
+
+
 _SUN_PATH_BUDGET = 60
 """Leave room below AF_UNIX's 108 bytes for names like ``paths/p0/nbd.sock``."""
 
 
-def _short_run_dir(workdir: Path) -> Path:
+def short_run_dir(workdir: Path) -> Path:
     """``workdir/run``, or a short temp dir linked from there when the path is too long
     for unix sockets (avocado's and pytest's work dirs can be)."""
     workdir.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,12 @@ the guest saw the error in both fio and its kernel log (the check can fail).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from .registry import get_scenario
+from guests.machine import Guest
+
+from .registry import Expect, get_scenario
 from .result import ScenarioResult
 from .rig import Rig
 from .steps import collect_guest_errors
@@ -50,13 +53,31 @@ def judge(result: ScenarioResult) -> None:
 
 
 async def run_scenario(name: str, workdir: Path, *, json_path: Path | None = None,
-                       png_path: Path | None = None) -> ScenarioResult:
+                       png_path: Path | None = None, guest: Guest | None = None
+                       ) -> ScenarioResult:
+    """Run registered scenario ``name`` on a fresh rig (or on ``guest``, already up)."""
     sc = get_scenario(name)
-    result = ScenarioResult(scenario=name, expect=sc.expect)
+    return await run_steps(sc.fn, workdir, name=name, expect=sc.expect,
+                           image_mb=sc.image_mb, json_path=json_path, png_path=png_path,
+                           guest=guest)
+
+
+async def run_steps(fn: Callable[[Rig], Awaitable[None]], workdir: Path, *, name: str,
+                    expect: Expect = "no-eio", image_mb: int = 256,
+                    json_path: Path | None = None, png_path: Path | None = None,
+                    guest: Guest | None = None) -> ScenarioResult:
+    """Run ``fn``'s steps on a rig, judge the guest's evidence, write JSON + PNG.
+
+    Registered scenarios and a user's own steps (the pytest plugin's ``scenario``
+    fixture, avocado's VudmTest) go through here, so they are judged alike. With
+    ``guest``, the rig uses that running guest (``boot_guest`` adopts it) and leaves it
+    running: the caller owns it.
+    """
+    result = ScenarioResult(scenario=name, expect=expect)
     try:
-        async with Rig(workdir, result, image_mb=sc.image_mb) as rig:
+        async with Rig(workdir, result, image_mb=image_mb, guest=guest) as rig:
             try:
-                await sc.fn(rig)
+                await fn(rig)
             finally:
                 if rig.guest is not None:
                     try:

@@ -1,30 +1,21 @@
 """Avocado adapters over qmp_scenarios: one test per named scenario, nothing else.
 
 Avocado finds tests by reading this file, so each scenario has its own method (a pytest
-test checks that none is missing). Results (JSON + PNG) land in the test's outputdir.
+test checks that none is missing). The base class, vudm_testing's VudmTest, saves each
+result's JSON and timeline PNG in the test's outputdir and fails with the verdict.
 """
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
-from avocado import Test
-
-from qmp_scenarios.runner import run_scenario
+from vudm_testing.avocado_test import VudmTest
 
 
-class Scenarios(Test):
-    """:avocado: tags=guest,scenario"""
+class Scenarios(VudmTest):
+    """:avocado: enable
+    :avocado: tags=vudm,guest,scenario"""
 
     def _run(self, name: str) -> None:
-        out = Path(self.outputdir)
-        result = asyncio.run(asyncio.wait_for(
-            run_scenario(name, Path(self.workdir) / "rig", json_path=out / f"{name}.json"),
-            900))
-        self.log.info("%s", result.report())
-        if not result.passed:
-            self.fail(result.verdict)
+        self.run_scenario(name)
 
     def test_demo(self) -> None:
         self._run("demo")

@@ -1,37 +1,26 @@
-"""Shared fixtures for integration tests: prerequisites, the guest image, a booted guest.
+"""Integration fixtures: the vudm pytest plugin (vudm_testing.pytest_plugin, loaded
+through its entry point) does the work; these are the names this suite's tests use.
 
-pytest-asyncio is not used: a guest lives on an event loop that the ``guest`` fixture
-owns, and a test drives it with ``guest.call(coroutine)``.
+pytest-asyncio is not used: guests and daemons live on the worker's event loop (the
+plugin's ``vudm_loop``), and a test drives it with ``guest.call(coroutine)``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import shutil
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from filelock import FileLock
 
-from backend.errors import GuestError
-from guests.image import GuestImage, build_image
+from guests.image import GuestImage
 from guests.machine import Guest
+from vudm_testing.handles import Loop
+from vudm_testing.pytest_plugin import require
 
 T = TypeVar("T")
-
-
-def require(condition: object, why: str) -> None:
-    """Skip the test when a prerequisite is absent, or fail it under VUDM_REQUIRE_ALL=1."""
-    if condition:
-        return
-    if os.environ.get("VUDM_REQUIRE_ALL", "") not in ("", "0"):
-        pytest.fail(f"prerequisite missing (VUDM_REQUIRE_ALL is set): {why}", pytrace=False)
-    pytest.skip(why)
 
 
 @pytest.fixture(name="require")
@@ -41,24 +30,9 @@ def require_fixture() -> Callable[[object, str], None]:
 
 
 @pytest.fixture(scope="session")
-def guest_image(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> GuestImage:
+def guest_image(vudm_image: GuestImage) -> GuestImage:
     """The guest image, built (or found current) once per run, also under pytest-xdist."""
-    require(shutil.which("qemu-system-x86_64"), "qemu-system-x86_64 is not installed")
-    basetemp = tmp_path_factory.getbasetemp()
-    # Under xdist each worker has its own basetemp below one directory per run.
-    shared = basetemp if worker_id == "master" else basetemp.parent
-    outcome_file = shared / "guest-image.json"
-    with FileLock(str(shared / "guest-image.lock")):
-        if not outcome_file.exists():
-            try:
-                image = build_image()
-                outcome = {"kernel": str(image.kernel), "initrd": str(image.initrd)}
-            except GuestError as exc:
-                outcome = {"error": str(exc)}
-            outcome_file.write_text(json.dumps(outcome))
-        outcome = json.loads(outcome_file.read_text())
-    require("error" not in outcome, f"guest image unavailable: {outcome.get('error')}")
-    return GuestImage(kernel=Path(outcome["kernel"]), initrd=Path(outcome["initrd"]))
+    return vudm_image
 
 
 @dataclass
@@ -83,16 +57,15 @@ def guest_workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def guest(guest_image: GuestImage, guest_workdir: Path) -> Iterator[RunningGuest]:
-    """A booted guest whose agent answers; stopped after the test."""
-    loop = asyncio.new_event_loop()
+def guest(guest_image: GuestImage, guest_workdir: Path, vudm_loop: Loop
+          ) -> Iterator[RunningGuest]:
+    """A guest of the test's own (fresh boot), whose agent answers; stopped after the
+    test. Tests that only hotplug and run I/O can take the plugin's ``vudm_guest``,
+    booted once per worker, instead."""
     machine = Guest(guest_workdir, image=guest_image)
-    running = RunningGuest(machine, loop, guest_workdir)
+    running = RunningGuest(machine, vudm_loop.loop, guest_workdir)
     try:
         running.call(machine.start())
         yield running
     finally:
-        try:
-            running.call(machine.stop(), timeout=60.0)
-        finally:
-            loop.close()
+        running.call(machine.stop(), timeout=60.0)
