@@ -9,7 +9,9 @@ from typing import Literal
 
 from .rig import Rig
 
-Expect = Literal["no-eio", "eio"]
+Expect = Literal["no-eio", "eio", "verify-fails"]
+"""What the guest must see: no error and verify passed; EIO (fio and kernel log); or a
+verify failure with no I/O error at all (data silently lost: only verify can tell)."""
 ScenarioFn = Callable[[Rig], Awaitable[None]]
 
 
@@ -20,19 +22,24 @@ class Scenario:
     expect: Expect
     fn: ScenarioFn
     image_mb: int = 256
+    network: bool = False
+    """Run the daemon in a network namespace of the rig's own, for ``nbd://`` paths
+    that can be partitioned (:mod:`qmp_scenarios.netns`)."""
 
 
 _scenarios: dict[str, Scenario] = {}
 
 
 def scenario(name: str, description: str, expect: Expect = "no-eio",
-             image_mb: int = 256) -> Callable[[ScenarioFn], ScenarioFn]:
+             image_mb: int = 256, network: bool = False
+             ) -> Callable[[ScenarioFn], ScenarioFn]:
     """Register ``fn`` as scenario ``name``; ``expect`` says what the guest must see."""
 
     def deco(fn: ScenarioFn) -> ScenarioFn:
         if name in _scenarios:
             raise ValueError(f"scenario {name!r} registered twice")
-        _scenarios[name] = Scenario(name, description, expect, fn, image_mb)
+        _scenarios[name] = Scenario(name, description, expect, fn, image_mb,
+                                     network)
         return fn
 
     return deco

@@ -45,7 +45,7 @@ class GuestEvidence:
 @dataclass
 class ScenarioResult:
     scenario: str
-    expect: str  # "no-eio": the guest must see no error; "eio": it must see one
+    expect: str  # "no-eio", "eio" or "verify-fails" (registry.Expect)
     passed: bool = False
     verdict: str = ""
     steps: list[StepRecord] = field(default_factory=list)

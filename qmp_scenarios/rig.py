@@ -24,6 +24,7 @@ from guests.machine import Guest
 
 from .events import EventLog
 from .nbd_server import NbdServer
+from .netns import NetRig
 from .result import Recorder, ScenarioResult
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ class Rig:
     """``async with Rig(workdir, result) as rig:`` starts vudm; steps add the rest."""
 
     def __init__(self, workdir: Path, result: ScenarioResult, *, image_mb: int = 256,
-                 checker_interval: float = 0.5, guest: Guest | None = None) -> None:
+                 checker_interval: float = 0.5, guest: Guest | None = None,
+                 network: bool = False) -> None:
         self.workdir = workdir
         self.result = result
         self.rec = Recorder(result)
@@ -41,8 +43,12 @@ class Rig:
         self.image = workdir / "disk.img"
         self.checker_interval = checker_interval
         self.run_dir = short_run_dir(workdir)
+        self.net = NetRig() if network else None
+        """With ``network``: the daemon runs in the rig's client network namespace, and
+        paths added with ``add_nbd_path(..., network=True)`` are nbd:// in their own."""
         self.vudm = DaemonProcess(self.run_dir / "vudm", log_path=workdir / "vudm.log",
-                                  extra_args=("--checker-interval", str(checker_interval)))
+                                  extra_args=("--checker-interval", str(checker_interval)),
+                                  prefix=self.net.exec_prefix() if self.net else ())
         self.paths: dict[str, NbdServer] = {}
         self.guest: Guest | None = guest
         # A guest handed in (a pytest worker's shared guest) is the caller's: the rig
@@ -54,7 +60,14 @@ class Rig:
     async def __aenter__(self) -> Rig:
         self.workdir.mkdir(parents=True, exist_ok=True)
         make_image(self.image, self.image_mb << 20)
-        await self.vudm.start()
+        if self.net is not None:
+            await self.net.__aenter__()
+        try:
+            await self.vudm.start()
+        except BaseException:
+            if self.net is not None:
+                await self.net.close()
+            raise
         self._client = QMPClient("scenario")
         await self._client.connect(str(self.vudm.qmp_path))
         self._events = EventLog(self._client)
@@ -77,6 +90,8 @@ class Rig:
         for srv in self.paths.values():
             with contextlib.suppress(Exception):
                 await srv.stop()
+        if self.net is not None:
+            await self.net.close()
         if self.run_dir.is_relative_to(tempfile.gettempdir()):
             shutil.rmtree(self.run_dir, ignore_errors=True)
 

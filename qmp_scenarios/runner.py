@@ -3,7 +3,9 @@
 The verdict uses only what the guest itself saw: fio's exit code, error count and
 verify result, and the guest kernel's I/O error lines. "no-eio" passes when every step
 ran and the guest saw no error and verify passed; "eio" passes when every step ran and
-the guest saw the error in both fio and its kernel log (the check can fail).
+the guest saw the error in both fio and its kernel log (the check can fail);
+"verify-fails" passes when every step ran and fio's verify failed while the guest
+kernel logged no I/O error (writes lost silently, as flakey's drop_writes loses them).
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ def judge(result: ScenarioResult) -> None:
         else:
             result.passed = True
             result.verdict = "no error reached the guest; verify " + fio.verify
+    elif result.expect == "verify-fails":
+        verify_failed = fio is not None and fio.verify == "failed"
+        result.passed = verify_failed and not kernel_error
+        result.verdict = (
+            "the guest's verify caught the loss; the device reported no error"
+            if result.passed else
+            f"expected a silent loss caught by verify, guest saw: verify "
+            f"{fio.verify if fio else 'no fio result'}, "
+            f"{len(result.guest.io_errors)} kernel I/O error lines")
     else:
         result.passed = fio_error and kernel_error
         result.verdict = ("guest saw EIO, as it must (fio and kernel log)" if result.passed
@@ -59,23 +70,24 @@ async def run_scenario(name: str, workdir: Path, *, json_path: Path | None = Non
     sc = get_scenario(name)
     return await run_steps(sc.fn, workdir, name=name, expect=sc.expect,
                            image_mb=sc.image_mb, json_path=json_path, png_path=png_path,
-                           guest=guest)
+                           guest=guest, network=sc.network)
 
 
 async def run_steps(fn: Callable[[Rig], Awaitable[None]], workdir: Path, *, name: str,
                     expect: Expect = "no-eio", image_mb: int = 256,
                     json_path: Path | None = None, png_path: Path | None = None,
-                    guest: Guest | None = None) -> ScenarioResult:
+                    guest: Guest | None = None, network: bool = False) -> ScenarioResult:
     """Run ``fn``'s steps on a rig, judge the guest's evidence, write JSON + PNG.
 
     Registered scenarios and a user's own steps (the pytest plugin's ``scenario``
     fixture, avocado's VudmTest) go through here, so they are judged alike. With
     ``guest``, the rig uses that running guest (``boot_guest`` adopts it) and leaves it
-    running: the caller owns it.
+    running: the caller owns it. ``network``: see :class:`Rig`.
     """
     result = ScenarioResult(scenario=name, expect=expect)
     try:
-        async with Rig(workdir, result, image_mb=image_mb, guest=guest) as rig:
+        async with Rig(workdir, result, image_mb=image_mb, guest=guest,
+                       network=network) as rig:
             try:
                 await fn(rig)
             finally:

@@ -134,11 +134,20 @@ async def guest_shell(rig: Rig, what: str, command: str, timeout: float = 60.0) 
 # -- paths ----------------------------------------------------------------------------
 
 
-async def add_nbd_path(rig: Rig, name: str, image: Path | None = None) -> NbdServer:
+async def add_nbd_path(rig: Rig, name: str, image: Path | None = None, *,
+                       network: bool = False, timeout: float | None = None) -> NbdServer:
     """Start an NBD server for ``image`` (default: the rig's image) and register it with
-    vudm as device ``name``."""
-    async with rig.rec.step(f"add NBD path {name}"):
-        srv = NbdServer(rig.run_dir / "paths", name, image or rig.image)
+    vudm as device ``name``. With ``network``, the server listens on TCP in a network
+    namespace of its own (``nbd://``; the rig must have been made with ``network``), so
+    the path can be partitioned; ``timeout`` is the device's per-request timeout."""
+    async with rig.rec.step(f"add {'TCP ' if network else ''}NBD path {name}"):
+        net = None
+        if network:
+            if rig.net is None:
+                raise RuntimeError("a network path needs a scenario with network=True")
+            net = await rig.net.add_path(name)
+        srv = NbdServer(rig.run_dir / "paths", name, image or rig.image, net=net,
+                        timeout=timeout)
         await srv.start()
         rig.paths[name] = srv
         await rig.qmp("dev-add", {"name": name, "uri": srv.uri})
@@ -169,6 +178,51 @@ async def pause_path(rig: Rig, name: str, paused: bool) -> None:
         rig.paths[name].daemon.pause(paused)
 
 
+def _event_time(ev: dict[str, Any]) -> float:
+    """The daemon's own timestamp of a QMP event (epoch seconds)."""
+    stamp = ev.get("timestamp", {})
+    return float(stamp.get("seconds", 0)) + float(stamp.get("microseconds", 0)) / 1e6
+
+
+async def partition_path(rig: Rig, name: str, *, wait_failed: str | None = None,
+                         within: float = 30.0) -> float | None:
+    """Bring network path ``name``'s link down: its TCP connection hangs (nothing
+    answers, nothing closes). With ``wait_failed=DM``, wait for PATH_FAILED on that
+    mapped device and return the time from the link going down to the daemon's event;
+    the step fails if that took longer than ``within`` seconds (the configured
+    timeout)."""
+    if rig.net is None:
+        raise RuntimeError("partition_path needs a scenario with network=True")
+    async with rig.rec.step(f"partition path {name}") as st:
+        mark = rig.events.mark()
+        await rig.net.set_link(name, up=False)
+        down_at = time.time()
+        if wait_failed is None:
+            return None
+        ev = await rig.events.wait("PATH_FAILED", {"name": wait_failed, "dev": name},
+                                   since=mark, timeout=within + 30)
+        took = _event_time(ev) - down_at
+        st.detail = f"PATH_FAILED {took:.2f}s after the link went down"
+        if took > within:
+            raise RuntimeError(f"path {name} failed {took:.2f}s after the partition: "
+                               f"later than the configured {within:g}s")
+        return took
+
+
+async def heal_path(rig: Rig, name: str, *, wait_reinstated: str | None = None,
+                    timeout: float = 30.0) -> None:
+    """Bring network path ``name``'s link back up; with ``wait_reinstated=DM`` wait
+    until the path checker reinstates it on that mapped device."""
+    if rig.net is None:
+        raise RuntimeError("heal_path needs a scenario with network=True")
+    async with rig.rec.step(f"heal path {name}"):
+        mark = rig.events.mark()
+        await rig.net.set_link(name, up=True)
+        if wait_reinstated is not None:
+            await rig.events.wait("PATH_REINSTATED", {"name": wait_reinstated, "dev": name},
+                                  since=mark, timeout=timeout)
+
+
 async def restore_path(rig: Rig, name: str, *, wait_reinstated: str | None = None,
                        timeout: float = 30.0) -> None:
     """Restart path ``name``'s NBD server; with ``wait_reinstated=DM`` wait until the
@@ -182,6 +236,12 @@ async def restore_path(rig: Rig, name: str, *, wait_reinstated: str | None = Non
 
 
 # -- mapped devices -------------------------------------------------------------------
+
+
+async def add_device(rig: Rig, name: str, uri: str) -> None:
+    """Register a device with vudm (``file:``, ``dm:OTHER`` to stack, ...)."""
+    async with rig.rec.step(f"add device {name} ({uri})"):
+        await rig.qmp("dev-add", {"name": name, "uri": uri})
 
 
 async def create_dm(rig: Rig, name: str, table: str) -> None:

@@ -78,19 +78,21 @@ class DaemonProcess:
 
     def __init__(self, sock_dir: Path, *, config: Path | None = None,
                  log_path: Path | None = None, ready_timeout: float = 30.0,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> None:
         self.sock_dir = Path(sock_dir)
         self.qmp_path = self.sock_dir / "qmp.sock"
         self.config = config
         self.log_path = log_path or self.sock_dir / "vudm.log"
         self.ready_timeout = ready_timeout
         self.extra_args = extra_args
+        self.prefix = prefix
+        """argv prefix, e.g. ``ip netns exec NS``: the daemon's network namespace."""
         self.proc: asyncio.subprocess.Process | None = None
         self.ready_line = ""
 
     @property
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "backend.control.cli", "serve",
+        argv = [*self.prefix, sys.executable, "-m", "backend.control.cli", "serve",
                 "--qmp", str(self.qmp_path)]
         if self.config is not None:
             argv += ["--config", str(self.config)]

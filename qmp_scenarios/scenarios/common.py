@@ -18,11 +18,13 @@ def mpath_table(start: int, length: int, paths: list[str], *,
 
 
 async def mpath_disk(rig: Rig, paths: list[str], *, queue_if_no_path: bool = True,
-                     name: str = "mp") -> str:
+                     name: str = "mp", network: bool = False,
+                     timeout: float | None = None) -> str:
     """NBD paths over the rig's image, a multipath device over them, a booted guest with
-    the device hotplugged; returns the guest's /dev path."""
+    the device hotplugged; returns the guest's /dev path. ``network``: TCP paths that
+    can be partitioned, with per-request ``timeout`` seconds."""
     for p in paths:
-        await add_nbd_path(rig, p)
+        await add_nbd_path(rig, p, network=network, timeout=timeout)
     sectors = rig.image_mb * MIB_SECTORS
     await create_dm(rig, name, mpath_table(0, sectors, paths,
                                            queue_if_no_path=queue_if_no_path))

@@ -47,6 +47,12 @@ class Scenarios(VudmTest):
     def test_path_churn_no_queue_eio(self) -> None:
         self._run("path-churn-no-queue-eio")
 
+    def test_path_partition(self) -> None:
+        self._run("path-partition")
+
+    def test_path_partition_no_queue_eio(self) -> None:
+        self._run("path-partition-no-queue-eio")
+
     def test_seed001_flush_suspend_eio(self) -> None:
         self._run("seed001-flush-suspend-eio")
 
