@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Build the vudm guest (Debian kernel + busybox initramfs with static fio and the agent).
+# Build the vudm guest (Debian kernel + busybox initramfs with static fio and the agent,
+# plus Linux's own dm modules, an out-of-tree dm-dust.ko and a static dmsetup for the
+# kernel oracle).
 #
 # Output: build/images/<hash>/{vmlinuz,initrd.img,manifest.txt}, where <hash> covers every
 # recipe file under images/ and the Debian package versions it is made from, and
@@ -26,11 +28,15 @@ kernel_pkg=$(resolve_kernel_package)
 kernel_ver=$(candidate_version "$kernel_pkg")
 busybox_ver=$(installed_version busybox-static)
 fio_ver=$(source_version fio)
-[ -n "$kernel_ver" ] && [ -n "$busybox_ver" ] && [ -n "$fio_ver" ] ||
-  die "cannot resolve package versions (kernel=$kernel_ver busybox=$busybox_ver fio=$fio_ver); run scripts/setup-host.sh"
+lvm2_ver=$(source_version lvm2)
+kmod_ver=$(installed_version kmod)
+[ -n "$kernel_ver" ] && [ -n "$busybox_ver" ] && [ -n "$fio_ver" ] && [ -n "$lvm2_ver" ] &&
+  [ -n "$kmod_ver" ] ||
+  die "cannot resolve package versions (kernel=$kernel_ver busybox=$busybox_ver fio=$fio_ver lvm2=$lvm2_ver kmod=$kmod_ver); run scripts/setup-host.sh"
 
 inputs=$( {
-  printf 'kernel %s %s\nbusybox %s\nfio %s\n' "$kernel_pkg" "$kernel_ver" "$busybox_ver" "$fio_ver"
+  printf 'kernel %s %s\nbusybox %s\nfio %s\nlvm2 %s\nkmod %s\n' "$kernel_pkg" "$kernel_ver" \
+    "$busybox_ver" "$fio_ver" "$lvm2_ver" "$kmod_ver"
   cd "$IMAGES_DIR" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
 } )
 hash=$(printf '%s\n' "$inputs" | sha256sum | cut -c1-16)
@@ -50,12 +56,16 @@ trap 'rm -rf "$work"' EXIT
 bash "$IMAGES_DIR/kernel.sh" "$CACHE" "$kernel_pkg" "$kernel_ver" "$IMAGES_DIR/modules.list" \
   "$work/kernel"
 fio_bin=$(bash "$IMAGES_DIR/fio.sh" "$CACHE" "$SRC" "$fio_ver")
-bash "$IMAGES_DIR/initramfs.sh" "$IMAGES_DIR" "$work/kernel" "$fio_bin" "$work/initrd.img"
+bash "$IMAGES_DIR/dm.sh" "$CACHE" "$CACHE/debs/${kernel_pkg}_${kernel_ver//:/%3a}_amd64.deb" \
+  "$kernel_ver" "$IMAGES_DIR/dm-modules.list" "$work/dm" >/dev/null
+dmsetup_bin=$(bash "$IMAGES_DIR/dmsetup.sh" "$CACHE" "$SRC" "$lvm2_ver")
+bash "$IMAGES_DIR/initramfs.sh" "$IMAGES_DIR" "$work/kernel" "$fio_bin" "$work/initrd.img" \
+  "$work/dm" "$dmsetup_bin"
 
 mv "$work/kernel/vmlinuz" "$work/vmlinuz"
 # The guest's fio, also for host-side tests of job rendering and result parsing.
 cp "$fio_bin" "$work/fio"
-rm -rf "$work/kernel"
+rm -rf "$work/kernel" "$work/dm"
 printf '%s\n' "$inputs" >"$work/manifest.txt"
 chmod 755 "$work"
 touch "$work/ready"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Assemble the guest initramfs (gzip'd newc cpio): busybox-static with its applet links,
 # the kernel modules from kernel.sh, the static fio, and everything under images/rootfs/
-# (init configuration, the agent, the mdev disk hook).
-# Usage: initramfs.sh IMAGES_DIR KERNEL_DIR FIO_BIN OUT
+# (init configuration, the agent, the mdev disk hook), and for the kernel oracle the dm
+# module tree from dm.sh (/lib/modules/<version>, with modules.dep) and a static dmsetup.
+# Usage: initramfs.sh IMAGES_DIR KERNEL_DIR FIO_BIN OUT DM_TREE DMSETUP_BIN
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-images_dir=$1 kernel_dir=$2 fio_bin=$3 out=$4
+images_dir=$1 kernel_dir=$2 fio_bin=$3 out=$4 dm_tree=$5 dmsetup_bin=$6
 root=$(mktemp -d "$(dirname "$out")/.root.XXXXXX")
 trap 'rm -rf "$root"' EXIT
 
@@ -25,6 +26,8 @@ ln -s bin/busybox "$root/init"
 
 cp "$kernel_dir"/modules/*.ko "$kernel_dir/modules/order" "$root/lib/modules/vudm/"
 install -m 755 "$fio_bin" "$root/usr/bin/fio"
+cp -a "$dm_tree/lib/modules/." "$root/lib/modules/"
+install -m 755 "$dmsetup_bin" "$root/sbin/dmsetup"
 
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort |
   cpio -o -H newc --owner=0:0 --quiet) | gzip -n -6 >"$out"
