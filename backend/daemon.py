@@ -139,6 +139,7 @@ class MappedInfo:
     minor: int
     targets: int
     size_sectors: int
+    stats: dict[str, object]
 
 
 @dataclass
@@ -453,7 +454,7 @@ class Daemon:
             table=md.status(StatusType.TABLE), status=md.status(StatusType.INFO),
             inactive=md.status(StatusType.TABLE, inactive=True),
             read_only=False, read_ahead=READ_AHEAD, major=DM_MAJOR, minor=entry.minor,
-            targets=info.target_count, size_sectors=info.size_sectors)
+            targets=info.target_count, size_sectors=info.size_sectors, stats=md.stats())
 
     def _on_table_event(self, name: str, event_nr: int, reason: str) -> None:
         self.events.emit("DM_EVENT", {"name": name, "event-nr": event_nr, "reason": reason})

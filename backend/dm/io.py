@@ -10,8 +10,13 @@ piece has ended.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from backend.blockio import SECTOR_SHIFT, Bio, Status, iov_slice
 from backend.dm.target import Target
+
+if TYPE_CHECKING:
+    from backend.dm.stats import DmStats
 
 
 def merge_status(current: Status, new: Status, *, flush: bool, noflush: bool) -> Status:
@@ -33,13 +38,15 @@ def merge_status(current: Status, new: Status, *, flush: bool, noflush: bool) ->
 
 
 class SplitOriginal:
-    """A request split into pieces: ends it once, with the first error (bio_chain)."""
+    """A request split into pieces: ends it once, with the first error (bio_chain).
+    An original that ends with an error counts once in ``stats.eio``."""
 
-    __slots__ = ("bio", "remaining", "status")
+    __slots__ = ("bio", "remaining", "stats", "status")
 
-    def __init__(self, bio: Bio, pieces: int) -> None:
+    def __init__(self, bio: Bio, pieces: int, stats: DmStats | None = None) -> None:
         self.bio = bio
         self.remaining = pieces
+        self.stats = stats
         self.status = Status.OK
 
     def piece_done(self, status: Status) -> None:
@@ -47,6 +54,8 @@ class SplitOriginal:
             self.status = status
         self.remaining -= 1
         if self.remaining == 0:
+            if self.status is not Status.OK and self.stats is not None:
+                self.stats.eio += 1
             self.bio.end(self.status)
 
 
@@ -102,8 +111,10 @@ class DmIo:
             if orig.op.has_data
             else []
         )
-        return Bio(orig.op, orig.sector + self.offset, self.sectors, iovecs, chain.piece_done,
-                   fua=orig.fua)
+        piece = Bio(orig.op, orig.sector + self.offset, self.sectors, iovecs, chain.piece_done,
+                    fua=orig.fua)
+        piece.private = chain  # marks a piece: its errors count once, in the chain
+        return piece
 
     def __repr__(self) -> str:
         kind = "flush" if self.flush else f"{self.orig.sector + self.offset}+{self.sectors}"

@@ -25,6 +25,7 @@ from backend.blockio import SECTOR_SHIFT, Bio, Op, Status, iov_length, iov_slice
 from backend.dm.clone import Clone
 from backend.dm.io import DmIo, SplitOriginal, merge_status
 from backend.dm.split import split_ranges
+from backend.dm.stats import DmStats
 from backend.dm.table import Table
 from backend.dm.target import EndIo, MapResult
 
@@ -52,6 +53,7 @@ class IoPath:
         self.deferred: deque[Bio] = deque()
         self.pushback: list[Bio] = []
         self.requeue: list[DmIo] = []
+        self.stats = DmStats()
         self._idle: asyncio.Event | None = None
         self._drain_scheduled = False
         self._requeue_scheduled = False
@@ -62,6 +64,7 @@ class IoPath:
     def submit_bio(self, bio: Bio) -> None:
         """Map ``bio`` now, or queue it on the deferred list (suspended, no table yet, or
         behind I/O already deferred, so that order is kept)."""
+        self.stats.ios += 1
         if self.removed:
             self._end(bio, Status.EIO)
         elif self.block_io or self.table is None or self.deferred:
@@ -83,6 +86,7 @@ class IoPath:
 
     def merge_pushback(self) -> None:
         """seed 001: merge the pushback list into the head of the deferred list."""
+        # seed 001: pushed-back I/O goes ahead of what waited on the deferred list.
         self.deferred.extendleft(reversed(self.pushback))
         self.pushback.clear()
 
@@ -116,6 +120,7 @@ class IoPath:
         """dm_wq_work: reissue deferred I/O in order while I/O is not blocked."""
         self._drain_scheduled = False
         while self.deferred and not self.block_io and self.table is not None:
+            self.stats.deferred_reissued += 1
             self._process(self.deferred.popleft(), self.table)
 
     def _requeue_work(self) -> None:
@@ -140,11 +145,16 @@ class IoPath:
             self._end(bio, Status.OK)
             return
         pieces = split_ranges(table, bio.sector, bio.nr_sectors)
+        counts = self.stats.pieces
         if len(pieces) == 1:
-            self._start_io(DmIo(bio, pieces[0][0], 0, bio.nr_sectors))
+            target = pieces[0][0]
+            counts[target.index] += 1
+            self._start_io(DmIo(bio, target, 0, bio.nr_sectors))
             return
-        chain = SplitOriginal(bio, len(pieces))
+        self.stats.split += 1
+        chain = SplitOriginal(bio, len(pieces), self.stats)
         for target, sector, count in pieces:
+            counts[target.index] += 1
             self._start_io(DmIo(bio, target, sector - bio.sector, count, chain=chain))
 
     def _valid(self, bio: Bio, table: Table) -> bool:
@@ -187,6 +197,7 @@ class IoPath:
         io = DmIo(bio, None, 0, 0, flush=True)
         self.inflight += 1
         for target in table.targets:
+            self.stats.flush_copies += target.num_flush_bios
             for nr in range(target.num_flush_bios):
                 clone = Clone(self, io, target, Op.FLUSH, target.begin, 0, [], target_bio_nr=nr)
                 io.pending += 1
@@ -275,12 +286,14 @@ class IoPath:
                 # seed 004: a requeued flush is retried (through the deferred list, so
                 # nothing starts after suspend); pushed back during a noflush suspend.
                 if self.noflush:
+                    self.stats.pushed_back += 1
                     self.pushback.append(orig)
                 else:
                     self.queue_io(orig)
                 return
             if io.was_split:
                 # seed 003 stage one: park the piece (still in flight); a worker rewinds it.
+                self.stats.requeued += 1
                 self.requeue.append(io)
                 if not self._requeue_scheduled:
                     self._requeue_scheduled = True
@@ -294,6 +307,8 @@ class IoPath:
             self.queue_io(Bio(orig.op, orig.sector, orig.nr_sectors, orig.iovecs, orig.end,
                               fua=orig.fua))
             return
+        if io.status is not _OK and io.chain is None:
+            self.stats.eio += 1  # a split original counts in SplitOriginal, once
         try:
             io.finish(io.status)
         except Exception:
@@ -304,6 +319,7 @@ class IoPath:
         else EIO; either way it stops being in flight."""
         if self.noflush:
             # seed 001: parked on the pushback list, merged into deferred when idle.
+            self.stats.pushed_back += 1
             self.pushback.append(bio)
             self.inflight_done()
             return
@@ -317,6 +333,9 @@ class IoPath:
             self._idle.set()
 
     def _end(self, bio: Bio, status: Status) -> None:
+        if status is not _OK and not isinstance(bio.private, SplitOriginal):
+            # A rewound piece (seed 003) carries its original's chain, which counts.
+            self.stats.eio += 1
         try:
             bio.end(status)
         except Exception:

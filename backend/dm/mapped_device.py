@@ -204,6 +204,7 @@ class MappedDevice:
         why = {asyncio.CancelledError: "cancelled", TimeoutError: "timed out"}.get(
             type(exc), f"failed: {exc!r}")
         self.log.info("suspend %s: undoing, back to ACTIVE", why)
+        self._io.stats.interrupted_suspends += 1
         # seed 001 flush_and_out: clear the flag and flush the pushback list into the
         # deferred list; a REQUEUE arriving from now on is EIO.
         self._io.noflush = False
@@ -238,9 +239,11 @@ class MappedDevice:
             target.preresume()  # may refuse: nothing has changed yet
         if new is not None:
             old, self._io.table, self._inactive = self._io.table, new, None
+            self._io.stats.table_live(new)
             self.log.info("resume: table swapped in (%d targets, %d sectors)",
                           len(new.targets), new.size_sectors)
             if old is not None:
+                self._io.stats.retire(old)  # evidence outlives the table
                 old.destroy()
         for target in targets:
             target.resume()
@@ -287,6 +290,10 @@ class MappedDevice:
             in_flight=self._io.inflight,
             deferred=len(self._io.deferred) + len(self._io.pushback),
         )
+
+    def stats(self) -> dict[str, object]:
+        """The evidence counters since creation (query-dm ``stats``; DESIGN "Evidence")."""
+        return self._io.stats.to_json(self._io.table)
 
     @property
     def event_nr(self) -> int:

@@ -67,6 +67,8 @@ class Table:
         self.context = context
         self._begins = [t.begin for t in targets]
         self._destroyed = False
+        for index, target in enumerate(targets):
+            target.index = index
 
     @property
     def size_sectors(self) -> int:

@@ -125,6 +125,9 @@ class Target(abc.ABC):
     num_discard_bios: int = 0
     num_write_zeroes_bios: int = 0
     max_io_len: int = 0
+    index: int = 0
+    """Position in its table (set by Table): the index of ``pieces`` and ``targets`` in
+    the device's evidence counters."""
 
     def __init__(
         self, context: TargetContext, begin: int, length: int, resolve: DeviceResolver
@@ -202,6 +205,11 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def status(self, kind: StatusType) -> str:
         """INFO: runtime state; TABLE: arguments that ``ctr`` parses back identically."""
+
+    def stats(self) -> dict[str, object]:
+        """The target's own evidence counters (ints, or dicts of ints), for query-dm's
+        ``stats.targets``: what it injected, queued, parked. Default: none."""
+        return {}
 
     def message(self, argv: list[str]) -> str:
         """Handle ``dmsetup message``; return the reply or raise MessageError."""

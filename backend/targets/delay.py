@@ -46,6 +46,8 @@ class DelayClass:
     dev: BlockDevice
     ops: int = 0
     """Clones of this class waiting on the list now (what status INFO counts)."""
+    delayed: int = 0
+    """Clones of this class ever delayed (evidence counter)."""
 
     def __str__(self) -> str:
         return f"{self.dev_name} {self.start} {self.delay_ms}"
@@ -103,6 +105,7 @@ class DelayTarget(Target):
             return MapResult.REMAPPED
         expires = self._time().time() + cls.delay_ms / 1000
         cls.ops += 1
+        cls.delayed += 1
         self.delayed.append((expires, clone, cls))
         self._arm(expires)
         return MapResult.SUBMITTED
@@ -163,6 +166,12 @@ class DelayTarget(Target):
             self._timer = None
 
     # --- introspection ---------------------------------------------------------------
+
+    def stats(self) -> dict[str, object]:
+        """Evidence: I/Os delayed, per class and in all."""
+        classes = {"read": self.read, "write": self.write, "flush": self.flush}
+        per = {name: cls.delayed for name, cls in classes.items()}
+        return {"delayed": sum(per.values()), "delayed-by-class": per}
 
     def status(self, kind: StatusType) -> str:
         if kind is StatusType.INFO:

@@ -54,6 +54,8 @@ class DustTarget(Target):
         """Bad blocks whose read failure has been logged."""
         self.fail_read_on_bb = False
         self.quiet = False
+        self.faults = 0
+        """Evidence: reads and writes failed on a bad block."""
         self.max_io_len = self.sect_per_block  # a clone never spans two blocks
 
     # --- I/O -------------------------------------------------------------------------
@@ -70,12 +72,14 @@ class DustTarget(Target):
             if block not in self.reported:  # logged once per block, not per retry
                 self.reported.add(block)
                 self._info("dust: failing reads of bad block %d", block)
+            self.faults += 1
             return MapResult.KILL
         # __dust_map_write: a write fails while the write-fail count lasts, then it
         # removes the block from the list.
         if self.badblocks[block] > 0:
             self.badblocks[block] -= 1
             self._info("dust: write to bad block %d failed", block)
+            self.faults += 1
             return MapResult.KILL
         del self.badblocks[block]
         self._info("block %d removed from badblocklist by write", block)
@@ -148,6 +152,10 @@ class DustTarget(Target):
             text = f"dust_remove_block: badblock removed at block {block}"
         self._info("%s", text)
         return text
+
+    def stats(self) -> dict[str, object]:
+        """Evidence: I/Os failed on a bad block."""
+        return {"faults": self.faults}
 
     def status(self, kind: StatusType) -> str:
         if kind is StatusType.TABLE:

@@ -80,6 +80,9 @@ class FlakeyTarget(Target):
         self.start_time = self.clock()
         self.was_down = False
         self.faults = 0
+        """Faults injected in the current down interval (logged when it ends)."""
+        self.faults_before = 0
+        """Faults of the down intervals that ended (evidence counter)."""
 
     def _parse_features(self, reader: ArgReader) -> None:
         """parse_features(): the kernel's checks and its words for each failure."""
@@ -134,6 +137,7 @@ class FlakeyTarget(Target):
             else:
                 self.log.info("%s: flakey %s up again after %d injected faults",
                               self.context.device_name, self.dev_name, self.faults)
+                self.faults_before += self.faults
                 self.faults = 0
         return down
 
@@ -186,6 +190,10 @@ class FlakeyTarget(Target):
             iov_from_bytes(iov_slice(clone.iovecs, corrupt.nth - 1, 1), bytes([corrupt.value]))
             self.faults += 1
         return EndIo.DONE
+
+    def stats(self) -> dict[str, object]:
+        """Evidence: faults injected (errors, dropped writes, corrupted bytes)."""
+        return {"faults": self.faults_before + self.faults}
 
     def status(self, kind: StatusType) -> str:
         if kind is StatusType.INFO:

@@ -69,6 +69,10 @@ class MultipathTarget(Target):
         self._saved_queue_if_no_path = self._queue_if_no_path
         self._noflush_pushback = False
         self._queued: deque[Clone] = deque()
+        self.queued_total = 0
+        """Clones that waited in the target for a path (evidence counter)."""
+        self.requeued_total = 0
+        """Clones handed back with REQUEUE (pushback during a noflush suspend)."""
         self._kick_scheduled = False
         self._dead = False
 
@@ -124,13 +128,16 @@ class MultipathTarget(Target):
         path = self.groups.choose(clone.nbytes)
         if path is None:
             if self._queue_if_no_path:
+                self.queued_total += 1
                 self._queued.append(clone)
                 return MapResult.SUBMITTED
             if self._must_push_back():
+                self.requeued_total += 1
                 return MapResult.REQUEUE
             self.log.debug("%s: no valid path: %r fails", self.context.device_name, clone)
             return MapResult.KILL
         clone.private = path
+        path.ios += 1
         clone.remap(path.device, self.begin + clone.target_offset)
         path.group.selector.start_io(path, clone.nbytes)
         return MapResult.REMAPPED
@@ -150,8 +157,10 @@ class MultipathTarget(Target):
         self._fail_path(path)
         if self.groups.valid == 0 and not self._queue_if_no_path:
             if self._must_push_back():
+                self.requeued_total += 1
                 return EndIo.REQUEUE
             return Status.EIO
+        self.queued_total += 1
         self._queued.append(clone)
         if self.groups.valid:
             self._kick()
@@ -235,6 +244,16 @@ class MultipathTarget(Target):
         """Restore queue_if_no_path as it was before presuspend."""
         self._queue_if_no_path = self._saved_queue_if_no_path
         self._noflush_pushback = False
+
+    def stats(self) -> dict[str, object]:
+        """Evidence: clones per path, path failures, clones queued for a path and
+        handed back (REQUEUE) to the core."""
+        return {
+            "paths": {p.name: {"ios": p.ios, "failures": p.fail_count} for p in self.paths},
+            "path-failures": sum(p.fail_count for p in self.paths),
+            "queued": self.queued_total,
+            "requeued": self.requeued_total,
+        }
 
     # --- control ----------------------------------------------------------------------
 

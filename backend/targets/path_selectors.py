@@ -230,6 +230,8 @@ class Path:
     group: PriorityGroup
     active: bool = True
     fail_count: int = 0
+    ios: int = 0
+    """Clones sent down this path (evidence counter)."""
 
 
 @dataclass(eq=False)

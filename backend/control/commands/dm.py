@@ -15,7 +15,8 @@ STR, INT, BOOL, NUM = JSONType.STR, JSONType.INT, JSONType.BOOL, JSONType.NUMBER
 
 
 def describe_dm(info: MappedInfo) -> dict[str, object]:
-    """One query-dm entry: what dmsetup info/table/status print, as JSON."""
+    """One query-dm entry: what dmsetup info/table/status print, as JSON, plus the
+    evidence counters (``stats``)."""
     return {
         "name": info.name,
         "uuid": info.uuid,
@@ -35,6 +36,7 @@ def describe_dm(info: MappedInfo) -> dict[str, object]:
             "size": info.size_sectors,
             "inactive": info.inactive,
         },
+        "stats": info.stats,
     }
 
 

@@ -144,6 +144,8 @@ def test_reads_wait_for_their_delay() -> None:
     assert read.status is Status.OK
     assert read.data() == b"R" * SECTOR_SIZE
     assert md.status() == "0 64 delay 0 0 0"
+    assert md.stats()["targets"] == [
+        {"delayed": 1, "delayed-by-class": {"read": 1, "write": 0, "flush": 0}}]
 
 
 def test_each_class_has_its_device_and_delay() -> None:

@@ -132,6 +132,11 @@ def test_bad_block_reads_fail_only_while_enabled() -> None:
     assert io(md, Op.READ, 16) is Status.OK
     msg(md, "disable")
     assert io(md, Op.READ, 8) is Status.OK
+    # evidence: three reads failed on the bad block; the one spanning two blocks was
+    # split in two pieces (max_io_len) and counts as one EIO
+    stats = md.stats()
+    assert stats["targets"] == [{"faults": 3}]
+    assert (stats["ios"], stats["split"], stats["pieces"], stats["eio"]) == (6, 1, [7], 3)
 
 
 def test_blocks_are_counted_on_the_device() -> None:

@@ -130,6 +130,8 @@ def test_up_interval_passes_io_down_interval_fails_it() -> None:
     assert io(md, Op.READ, 3).data() == b"u" * SECTOR_SIZE
     clock.now = 5.5  # down in the second cycle
     assert io(md, Op.WRITE, 3, 1, b"d").status is Status.EIO
+    stats = md.stats()  # evidence: three faults over two down intervals, three EIOs
+    assert (stats["targets"], stats["eio"], stats["ios"]) == ([{"faults": 3}], 3, 6)
 
 
 def test_drop_writes_completes_writes_without_doing_them() -> None:

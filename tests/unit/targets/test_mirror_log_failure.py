@@ -112,6 +112,12 @@ async def test_mirror_log_failure_noflush_suspend_reload_resume_no_eio() -> None
     await until(lambda: all(w.done for w in writes))
     assert [w.status for w in writes] == [Status.OK, Status.OK]
     await until(lambda: mirror(md).in_sync)
+    # evidence: both writes were parked and handed back; the new table parked nothing
+    # (each table's log was resynced: 10 regions each)
+    stats = md.stats()
+    assert stats["pushed-back"] == 2 and stats["eio"] == 0
+    assert stats["targets"] == [{"parked": 2, "parked-requeued": 2, "parked-failed": 0,
+                                 "recoveries": 20, "leg-errors": 0}]
     for leg in ("a", "b"):
         assert devs[leg].read(3) == b"1" * SECTOR_SIZE
         assert devs[leg].read(40, 2) == b"2" * 2 * SECTOR_SIZE
@@ -125,6 +131,10 @@ async def test_mirror_log_failure_flush_suspend_fails_parked_writes_with_eio() -
     await md.suspend()
     assert [w.status for w in writes] == [Status.EIO, Status.EIO]
     assert md.state is DeviceState.SUSPENDED
+    stats = md.stats()
+    assert (stats["eio"], stats["pushed-back"]) == (2, 0)
+    assert stats["targets"] == [{"parked": 2, "parked-requeued": 0, "parked-failed": 2,
+                                 "recoveries": 10, "leg-errors": 0}]
 
 
 @run
