@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backend.control.cli import register_subcommand
 
+from .evidence import describe
 from .registry import all_scenarios, get_scenario
 from .runner import run_scenario
 
@@ -30,6 +31,8 @@ def _run(ns: argparse.Namespace) -> int:
         width = max(len(sc.name) for sc in scenarios)
         for sc in scenarios:
             print(f"{sc.name:<{width}}  expect {sc.expect:<7} {sc.description}")
+            print(f"{'':<{width}}  family {sc.family or '-'}; evidence: "
+                  f"{describe(sc.evidence) or 'NONE (the scenario will be judged hollow)'}")
         return 0
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")

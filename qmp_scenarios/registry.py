@@ -1,12 +1,19 @@
-"""Named scenarios, registered by decorator: ``vudm scenario list`` shows them."""
+"""Named scenarios, registered by decorator: ``vudm scenario list`` shows them.
+
+Each scenario says what the guest must see (``expect``), which family it belongs to
+(every family has a "no-eio" member and an "eio" sibling showing the same checks catch
+an error) and the evidence it must produce: the daemon counters that prove its rule ran
+(see :mod:`qmp_scenarios.evidence`).
+"""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
+from .evidence import check_declaration
 from .rig import Rig
 
 Expect = Literal["no-eio", "eio", "verify-fails"]
@@ -25,24 +32,39 @@ class Scenario:
     network: bool = False
     """Run the daemon in a network namespace of the rig's own, for ``nbd://`` paths
     that can be partitioned (:mod:`qmp_scenarios.netns`)."""
+    family: str = ""
+    """Scenarios that share a workload and differ in whether EIO must reach the guest."""
+    evidence: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Minimum daemon counters: ``{"mp": {"split": 1}}`` (see qmp_scenarios.evidence)."""
 
 
 _scenarios: dict[str, Scenario] = {}
 
 
 def scenario(name: str, description: str, expect: Expect = "no-eio",
-             image_mb: int = 256, network: bool = False
+             image_mb: int = 256, network: bool = False, *, family: str = "",
+             evidence: Mapping[str, Mapping[str, int]] | None = None,
              ) -> Callable[[ScenarioFn], ScenarioFn]:
-    """Register ``fn`` as scenario ``name``; ``expect`` says what the guest must see."""
+    """Register ``fn`` as scenario ``name``; ``expect`` says what the guest must see,
+    ``family`` which no-eio/eio pair it belongs to, ``evidence`` the counters it must
+    move (a malformed declaration is a ValueError at import)."""
+    declared = {owner: dict(paths) for owner, paths in (evidence or {}).items()}
+    check_declaration(declared)
 
     def deco(fn: ScenarioFn) -> ScenarioFn:
         if name in _scenarios:
             raise ValueError(f"scenario {name!r} registered twice")
         _scenarios[name] = Scenario(name, description, expect, fn, image_mb,
-                                     network)
+                                     network, family, declared)
         return fn
 
     return deco
+
+
+def unregister(name: str) -> None:
+    """Drop a scenario registered at run time (tests that build a deliberately broken
+    one); the library's own scenarios stay."""
+    _scenarios.pop(name, None)
 
 
 def all_scenarios() -> list[Scenario]:

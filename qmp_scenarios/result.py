@@ -2,8 +2,9 @@
 
 The JSON form (``ScenarioResult.to_json``) is the contract of DESIGN.md: ``scenario``,
 ``passed``, ``steps`` (``name``, ``start``, ``end``, ``ok``), ``guest`` (``io_errors``,
-``fio`` with ``exit_code``, ``errors``, ``verify``) and ``timings`` in seconds. Times are
-seconds since the scenario started.
+``fio`` with ``exit_code``, ``errors``, ``verify``), ``timings`` in seconds, and
+``evidence`` (declared minimum counters, the daemon's observed counters, ok, and what
+was short). Times are seconds since the scenario started.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .evidence import lookup
 
 
 @dataclass
@@ -43,6 +46,17 @@ class GuestEvidence:
 
 
 @dataclass
+class EvidenceRecord:
+    """What the scenario had to prove (``declared``: minimum counters), what the daemon
+    counted (``observed``: by mapped device / ``export:ID``), and the verdict on it."""
+
+    declared: dict[str, dict[str, int]] = field(default_factory=dict)
+    observed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ok: bool = False
+    short: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ScenarioResult:
     scenario: str
     expect: str  # "no-eio", "eio" or "verify-fails" (registry.Expect)
@@ -52,6 +66,7 @@ class ScenarioResult:
     guest: GuestEvidence = field(default_factory=GuestEvidence)
     timings: dict[str, float] = field(default_factory=dict)
     iops: list[tuple[float, float, float]] = field(default_factory=list)  # t, read, write
+    evidence: EvidenceRecord = field(default_factory=EvidenceRecord)
     started_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -78,9 +93,22 @@ class ScenarioResult:
         lines.append(f"  guest kernel I/O errors: {len(self.guest.io_errors)}")
         for e in self.guest.io_errors[:5]:
             lines.append(f"    {e}")
+        ev = self.evidence
+        lines.append(f"  evidence: {'ok' if ev.ok else 'SHORT'} ({_declared_text(ev)})")
+        lines.extend(f"    short: {why}" for why in ev.short)
         for k, v in self.timings.items():
             lines.append(f"  {k}: {v:.3f}s")
         return "\n".join(lines)
+
+
+def _declared_text(ev: EvidenceRecord) -> str:
+    parts = []
+    for owner, paths in ev.declared.items():
+        for path, minimum in paths.items():
+            entry = ev.observed.get(owner)
+            seen = lookup(entry, path) if entry is not None else None
+            parts.append(f"{owner} {path} {seen if seen is not None else '-'}>={minimum}")
+    return ", ".join(parts) or "none declared"
 
 
 class Recorder:

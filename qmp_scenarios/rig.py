@@ -23,6 +23,7 @@ from backend.control.testing import DaemonProcess
 from guests.machine import Guest
 
 from .events import EventLog
+from .evidence import Counters, add_counters, counters_from
 from .nbd_server import NbdServer
 from .netns import NetRig
 from .result import Recorder, ScenarioResult
@@ -56,6 +57,8 @@ class Rig:
         self.owns_guest = guest is None
         self._client: QMPClient | None = None
         self._events: EventLog | None = None
+        self.banked: Counters = {}
+        """Counters read just before the daemon was killed (bank_counters), by owner."""
 
     async def __aenter__(self) -> Rig:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +107,31 @@ class Rig:
         """Run one vudm QMP command (raises qemu.qmp's ExecuteError on a QMP error)."""
         assert self._client is not None, "rig not started"
         return await self._client.execute(command, arguments)
+
+    async def read_counters(self) -> Counters:
+        """The daemon's evidence counters now: every mapped device's ``stats`` and every
+        export's ``query-exports`` entry (keys ``NAME`` and ``export:ID``)."""
+        return counters_from(await self.qmp("query-dm"), await self.qmp("query-exports"))
+
+    async def bank_counters(self) -> Counters:
+        """Read the counters and keep them: call this just before killing the daemon,
+        whose counters restart at zero; the scenario's evidence is the sum of every
+        banked reading and the final one. Returns what was read."""
+        now = await self.read_counters()
+        add_counters(self.banked, now)
+        return now
+
+    async def final_counters(self) -> Counters:
+        """What the scenario's evidence is judged on: the banked counters plus the
+        daemon's current ones (the banked ones alone if it cannot answer)."""
+        total: Counters = {k: dict(v) for k, v in self.banked.items()}
+        try:
+            now = await self.read_counters()
+        except Exception as e:  # a dead daemon at the end is a failed step elsewhere
+            log.warning("reading the daemon's counters failed: %s", e)
+            return total
+        add_counters(total, now)
+        return total
 
     def socket_path(self, name: str) -> Path:
         """Where a rig socket (an export, a path server) goes: short enough for AF_UNIX."""

@@ -6,6 +6,10 @@ ran and the guest saw no error and verify passed; "eio" passes when every step r
 the guest saw the error in both fio and its kernel log (the check can fail);
 "verify-fails" passes when every step ran and fio's verify failed while the guest
 kernel logged no I/O error (writes lost silently, as flakey's drop_writes loses them).
+
+Then the daemon's own evidence: a scenario whose declared counters are short is
+*hollow* and fails, whatever the guest saw (its rule never ran, so its verdict proves
+nothing).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from pathlib import Path
 
 from guests.machine import Guest
 
+from .evidence import Counters, Declared, shortfalls
 from .registry import Expect, get_scenario
-from .result import ScenarioResult
+from .result import EvidenceRecord, ScenarioResult
 from .rig import Rig
 from .steps import collect_guest_errors
 from .timeline import draw_timeline
@@ -63,6 +68,28 @@ def judge(result: ScenarioResult) -> None:
                                f"kernel I/O errors {kernel_error}")
 
 
+def judge_evidence(result: ScenarioResult, declared: Declared | None,
+                   observed: Counters) -> None:
+    """Record the evidence; a shortfall makes the scenario hollow (failed), whatever the
+    guest verdict was. A step failure stays the verdict (it explains the shortfall).
+    ``declared`` None (a user's own steps that declare nothing) records the counters
+    without judging them; a registered scenario always passes its declaration, and an
+    empty one is hollow."""
+    if declared is None:
+        result.evidence = EvidenceRecord(observed=observed, ok=True)
+        return
+    short = shortfalls(declared, observed) if declared else ["no evidence declared"]
+    result.evidence = EvidenceRecord(
+        declared={owner: dict(paths) for owner, paths in declared.items()},
+        observed=observed, ok=not short, short=short)
+    if not short:
+        return
+    result.passed = False
+    if all(s.ok for s in result.steps):
+        result.verdict = (f"hollow: {'; '.join(short)} "
+                          f"(the guest's verdict was: {result.verdict or 'none'})")
+
+
 async def run_scenario(name: str, workdir: Path, *, json_path: Path | None = None,
                        png_path: Path | None = None, guest: Guest | None = None
                        ) -> ScenarioResult:
@@ -70,27 +97,32 @@ async def run_scenario(name: str, workdir: Path, *, json_path: Path | None = Non
     sc = get_scenario(name)
     return await run_steps(sc.fn, workdir, name=name, expect=sc.expect,
                            image_mb=sc.image_mb, json_path=json_path, png_path=png_path,
-                           guest=guest, network=sc.network)
+                           guest=guest, network=sc.network, evidence=sc.evidence)
 
 
 async def run_steps(fn: Callable[[Rig], Awaitable[None]], workdir: Path, *, name: str,
                     expect: Expect = "no-eio", image_mb: int = 256,
                     json_path: Path | None = None, png_path: Path | None = None,
-                    guest: Guest | None = None, network: bool = False) -> ScenarioResult:
+                    guest: Guest | None = None, network: bool = False,
+                    evidence: Declared | None = None) -> ScenarioResult:
     """Run ``fn``'s steps on a rig, judge the guest's evidence, write JSON + PNG.
 
     Registered scenarios and a user's own steps (the pytest plugin's ``scenario``
     fixture, avocado's VudmTest) go through here, so they are judged alike. With
     ``guest``, the rig uses that running guest (``boot_guest`` adopts it) and leaves it
-    running: the caller owns it. ``network``: see :class:`Rig`.
+    running: the caller owns it. ``network``: see :class:`Rig`. ``evidence``: the
+    counters the steps must move (:mod:`qmp_scenarios.evidence`); None records them
+    without judging.
     """
     result = ScenarioResult(scenario=name, expect=expect)
+    observed: Counters = {}
     try:
         async with Rig(workdir, result, image_mb=image_mb, guest=guest,
                        network=network) as rig:
             try:
                 await fn(rig)
             finally:
+                observed = await rig.final_counters()
                 if rig.guest is not None:
                     try:
                         await collect_guest_errors(rig)
@@ -102,10 +134,12 @@ async def run_steps(fn: Callable[[Rig], Awaitable[None]], workdir: Path, *, name
     except Exception as e:
         log.exception("scenario %s failed", name)
         judge(result)
+        judge_evidence(result, evidence, observed)
         result.passed = False
         result.verdict = f"scenario error: {type(e).__name__}: {e}"
     else:
         judge(result)
+        judge_evidence(result, evidence, observed)
     if json_path is not None:
         result.write(json_path)
         draw_timeline(result, png_path or json_path.with_suffix(".png"))

@@ -11,7 +11,8 @@ from ..workloads import verify_writes
 SECTORS = 256 * 2048  # the rig's 256 MiB image
 
 
-@scenario("linear-verify", "fio randwrite+verify through a linear table over a file")
+@scenario("linear-verify", "fio randwrite+verify through a linear table over a file",
+          family="table-io", evidence={"vol": {"ios": 1000, "pieces.0": 1000}})
 async def linear_verify(rig: Rig) -> None:
     await rig.qmp("dev-add", {"name": "img", "uri": f"file:{rig.image}"})
     await create_dm(rig, "vol", f"0 {SECTORS} linear img 0")
@@ -22,7 +23,8 @@ async def linear_verify(rig: Rig) -> None:
 
 
 @scenario("error-target-eio", "sibling of linear-verify: an error table; the guest must "
-          "see EIO", expect="eio")
+          "see EIO", expect="eio",
+          family="table-io", evidence={"vol": {"eio": 1, "pieces.0": 1}})
 async def error_target_eio(rig: Rig) -> None:
     await create_dm(rig, "vol", f"0 {SECTORS} error")
     await boot_guest(rig)
@@ -32,7 +34,8 @@ async def error_target_eio(rig: Rig) -> None:
 
 
 @scenario("striped-verify", "fio verify through a striped table over two files (64 KiB "
-          "chunks), so guest I/O is split across stripes")
+          "chunks), so guest I/O is split across stripes",
+          family="table-io", evidence={"vol": {"split": 100}})
 async def striped_verify(rig: Rig) -> None:
     for i in range(2):
         img = rig.workdir / f"stripe{i}.img"
@@ -47,7 +50,8 @@ async def striped_verify(rig: Rig) -> None:
 
 @scenario("linear-boundary-verify", "fio verify across 31 linear|linear boundaries, each "
           "4 KiB off 64 KiB alignment and mapped to a shuffled place in the file, so "
-          "guest writes are split between targets")
+          "guest writes are split between targets",
+          family="table-io", evidence={"vol": {"split": 100, "pieces.0": 1, "pieces.31": 1}})
 async def linear_boundary_verify(rig: Rig) -> None:
     await rig.qmp("dev-add", {"name": "img", "uri": f"file:{rig.image}"})
     await create_dm(rig, "vol", boundary_table(SECTORS, 32))

@@ -28,7 +28,10 @@ from .common import MIB_SECTORS, mpath_disk, mpath_table
 
 
 @scenario("demo", "the default: multipath over two real NBD paths; fio verify in the "
-          "guest; one path killed; noflush suspend + reload + resume; the path comes back")
+          "guest; one path killed; noflush suspend + reload + resume; the path comes back",
+          family="path-failover",
+          evidence={"mp": {"targets.0.path-failures": 1, "targets.0.paths.p0.ios": 1,
+                           "targets.0.paths.p1.ios": 100}})
 async def demo(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
     io = await start_io(rig, verify_writes(disk, size="48M", rate_iops=1500), flowing=200)
@@ -53,7 +56,10 @@ async def _flush_with_no_path(rig: Rig) -> FioHandle:
 
 
 @scenario("flush-no-path-queued", "seed 004: writes and flushes (fsync) queued while no "
-          "path is left (queue_if_no_path) complete once a path is back")
+          "path is left (queue_if_no_path) complete once a path is back",
+          family="flush-no-path",
+          evidence={"mp": {"flush-copies": 1, "targets.0.path-failures": 2,
+                           "targets.0.queued": 1}})
 async def flush_no_path_queued(rig: Rig) -> None:
     io = await _flush_with_no_path(rig)
     await restore_path(rig, "p1", wait_reinstated="mp")
@@ -61,7 +67,9 @@ async def flush_no_path_queued(rig: Rig) -> None:
 
 
 @scenario("flush-no-path-fail-eio", "sibling: the same queued writes and flushes, then "
-          "fail_if_no_path: the guest gets EIO", expect="eio")
+          "fail_if_no_path: the guest gets EIO", expect="eio",
+          family="flush-no-path",
+          evidence={"mp": {"flush-copies": 1, "targets.0.queued": 1, "eio": 1}})
 async def flush_no_path_fail(rig: Rig) -> None:
     io = await _flush_with_no_path(rig)
     await message(rig, "mp", "fail_if_no_path")
@@ -78,7 +86,10 @@ async def _churn(rig: Rig, disk: str, cycles: int) -> None:
 
 
 @scenario("path-churn", "blktests srp/002 style: paths killed and restored in turn, "
-          "paced by path events and guest progress, while fio verify runs")
+          "paced by path events and guest progress, while fio verify runs",
+          family="path-failover",
+          evidence={"mp": {"targets.0.path-failures": 4, "targets.0.paths.p0.ios": 100,
+                           "targets.0.paths.p1.ios": 100}})
 async def path_churn(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
     io = await start_io(rig, verify_writes(disk, size="64M", rate_iops=1000), flowing=100)
@@ -87,7 +98,8 @@ async def path_churn(rig: Rig) -> None:
 
 
 @scenario("path-churn-no-queue-eio", "sibling: the same churn without queue_if_no_path, "
-          "ending with both paths dead: the guest gets EIO", expect="eio")
+          "ending with both paths dead: the guest gets EIO", expect="eio",
+          family="path-failover", evidence={"mp": {"targets.0.path-failures": 4, "eio": 1}})
 async def path_churn_no_queue(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"], queue_if_no_path=False)
     io = await start_io(rig, verify_writes(disk, size="64M", rate_iops=1000), flowing=100)
@@ -114,14 +126,16 @@ async def _hotplug_loop(rig: Rig, cycles: int) -> FioHandle:
 
 
 @scenario("hotplug-loop", "disks hotplugged and unplugged in a loop while fio verify "
-          "runs on another disk")
+          "runs on another disk",
+          family="hotplug", evidence={"vol": {"ios": 1000}, "aux": {"ios": 4}})
 async def hotplug_loop(rig: Rig) -> None:
     io = await _hotplug_loop(rig, 4)
     await wait_io(rig, io)
 
 
 @scenario("hotplug-loop-error-eio", "sibling: the same loop, then the I/O disk's table is "
-          "swapped for an error table: the guest gets EIO", expect="eio")
+          "swapped for an error table: the guest gets EIO", expect="eio",
+          family="hotplug", evidence={"vol": {"ios": 100, "eio": 1}, "aux": {"ios": 2}})
 async def hotplug_loop_error(rig: Rig) -> None:
     io = await _hotplug_loop(rig, 2)
     await suspend(rig, "vol", noflush=True)

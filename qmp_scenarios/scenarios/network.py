@@ -36,7 +36,10 @@ async def _failover(rig: Rig, disk: str, key: str, since: float) -> None:
           "each path partitioned in turn under verified writes (link down: the "
           "connection hangs) fails over within the NBD timeout and is reinstated once "
           "its link is back; then each path's server killed, for comparison",
-          network=True)
+          network=True,
+          family="path-partition",
+          evidence={"mp": {"targets.0.path-failures": 4, "targets.0.paths.p0.ios": 100,
+                           "targets.0.paths.p1.ios": 100}})
 async def path_partition(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"], network=True, timeout=NBD_TIMEOUT)
     io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1000), flowing=100)
@@ -59,7 +62,8 @@ async def path_partition(rig: Rig) -> None:
 
 @scenario("path-partition-no-queue-eio", "sibling: the same paths without "
           "queue_if_no_path, both partitioned under verified writes: the stuck requests "
-          "time out and the guest gets EIO instead of hanging", expect="eio", network=True)
+          "time out and the guest gets EIO instead of hanging", expect="eio", network=True,
+          family="path-partition", evidence={"mp": {"targets.0.path-failures": 2, "eio": 1}})
 async def path_partition_no_queue(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"], network=True, timeout=NBD_TIMEOUT,
                             queue_if_no_path=False)

@@ -30,7 +30,9 @@ async def _kill_all(rig: Rig, paths: list[str], dm: str = "mp") -> None:
         await kill_path(rig, p, wait_failed=dm)
 
 
-@scenario("seed001-valid-paths", "regression: I/O succeeds while valid paths exist")
+@scenario("seed001-valid-paths", "regression: I/O succeeds while valid paths exist",
+          family="seed001-no-path",
+          evidence={"mp": {"targets.0.paths.p0.ios": 100, "targets.0.paths.p1.ios": 100}})
 async def valid_paths(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"], queue_if_no_path=False)
     io = await start_io(rig, verify_writes(disk, size="24M", rate_iops=3000))
@@ -38,7 +40,8 @@ async def valid_paths(rig: Rig) -> None:
 
 
 @scenario("seed001-no-path-eio", "regression: no valid path and no queue_if_no_path: the "
-          "guest gets EIO", expect="eio")
+          "guest gets EIO", expect="eio",
+          family="seed001-no-path", evidence={"mp": {"targets.0.path-failures": 2, "eio": 1}})
 async def no_path_eio(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"], queue_if_no_path=False)
     io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
@@ -47,7 +50,9 @@ async def no_path_eio(rig: Rig) -> None:
 
 
 @scenario("seed001-queue-if-no-path", "regression: with queue_if_no_path, I/O is queued "
-          "while no path is left and completes when a path returns")
+          "while no path is left and completes when a path returns",
+          family="seed001-no-path",
+          evidence={"mp": {"targets.0.path-failures": 2, "targets.0.queued": 1}})
 async def queue_if_no_path(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
     io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
@@ -57,7 +62,8 @@ async def queue_if_no_path(rig: Rig) -> None:
 
 
 @scenario("seed001-flush-suspend-eio", "regression: queued I/O fails when suspend is "
-          "issued without noflush", expect="eio")
+          "issued without noflush", expect="eio",
+          family="seed001-suspend", evidence={"mp": {"targets.0.queued": 1, "eio": 1}})
 async def flush_suspend_eio(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
     io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
@@ -71,7 +77,10 @@ async def flush_suspend_eio(rig: Rig) -> None:
 
 
 @scenario("seed001-flush-suspend-spanning-eio", "regression: I/O spanning two multipath "
-          "targets also fails on a flush suspend", expect="eio")
+          "targets also fails on a flush suspend", expect="eio",
+          family="seed001-spanning",
+          evidence={"mp": {"split": 1, "pieces.0": 1, "pieces.1": 1, "targets.0.queued": 1,
+                           "targets.1.queued": 1, "eio": 1}})
 async def flush_suspend_spanning_eio(rig: Rig) -> None:
     disk, _ = await spanning_mpath_disk(rig)
     io = await start_io(rig, verify_writes(disk, size="128M", rate_iops=300, bs="64k"), flowing=30)
@@ -84,7 +93,9 @@ async def flush_suspend_spanning_eio(rig: Rig) -> None:
 
 
 @scenario("seed001-noflush-holds-io", "pushback: a noflush suspend holds queued I/O; a "
-          "resume without path recovery queues it again; path recovery completes it")
+          "resume without path recovery queues it again; path recovery completes it",
+          family="seed001-suspend",
+          evidence={"mp": {"targets.0.requeued": 1, "pushed-back": 1, "deferred-reissued": 1}})
 async def noflush_holds_io(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
     io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
@@ -96,7 +107,9 @@ async def noflush_holds_io(rig: Rig) -> None:
 
 
 @scenario("seed001-noflush-load-fresh-path", "pushback: with no path left, noflush "
-          "suspend + load of a table with a fresh path + resume completes the queued I/O")
+          "suspend + load of a table with a fresh path + resume completes the queued I/O",
+          family="seed001-suspend",
+          evidence={"mp": {"pushed-back": 1, "deferred-reissued": 1, "targets.0.paths.p2.ios": 1}})
 async def noflush_load_fresh_path(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
     io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
@@ -110,7 +123,10 @@ async def noflush_load_fresh_path(rig: Rig) -> None:
 
 @scenario("seed001-noflush-load-spanning", "pushback + two-stage requeue (seed 003): I/O "
           "split across two multipath targets, one target's paths killed, noflush suspend, "
-          "load with a fresh path, resume: no EIO")
+          "load with a fresh path, resume: no EIO",
+          family="seed001-spanning",
+          evidence={"mp": {"split": 1, "pieces.0": 1, "pieces.1": 1, "requeued": 1,
+                           "pushed-back": 1, "deferred-reissued": 1}})
 async def noflush_load_spanning(rig: Rig) -> None:
     disk, half = await spanning_mpath_disk(rig)
     io = await start_io(rig, verify_writes(disk, size="128M", rate_iops=300, bs="64k"), flowing=30)
@@ -126,7 +142,8 @@ async def noflush_load_spanning(rig: Rig) -> None:
 
 @scenario("seed001-noflush-suspend-timeout", "error path: a noflush suspend that times "
           "out (I/O stuck on a paused path) leaves the device ACTIVE; nothing reaches the "
-          "guest as an error")
+          "guest as an error",
+          family="seed001-suspend", evidence={"mp": {"interrupted-suspends": 1}})
 async def noflush_suspend_timeout(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0"])
     io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1000), flowing=100)

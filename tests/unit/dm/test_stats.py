@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+from targets.mpath_support import Paths, make_md, mpath_line
+
 from backend.blockio import Op, Status
 from backend.dm import MappedDevice, MapResult
 from backend.dm.stats import add_counters
 
-from targets.mpath_support import Paths, make_md, mpath_line
 from .support import Devices, Requests, async_test, settle, table, targets
 
 TWO_LINEAR = "0 100 linear a 0\n100 100 linear b 0"
