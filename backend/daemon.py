@@ -31,6 +31,7 @@ from .dm import MappedBlockDevice, MappedDevice, Table, parse_table
 from .dm.mapped_device import DeviceState
 from .dm.target import StatusType
 from .errors import DeviceError, StateError
+from .limits import check_ascii, check_words
 from .vhost.blk import VhostUserBlkExport
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,10 @@ class DeviceEntry:
     @property
     def state(self) -> str:
         connected = getattr(self.device, "connected", True)
-        return "ok" if connected else "disconnected"
+        if not connected:
+            return "disconnected"
+        state = getattr(self.device, "state", "ok")
+        return state if isinstance(state, str) else "ok"
 
 
 
@@ -171,6 +175,9 @@ class Daemon:
         self.quit_requested = asyncio.Event()
         self.draining = False
         self._uses: dict[int, TableUse] = {}
+        self._creating: dict[str, str] = {}
+        """Mapped devices being created: name -> uuid. Invisible until they exist, but
+        their names (and uuids) are taken."""
         self._minors = itertools.count()
         self.offline_sizes: dict[str, int] = {}
         """URI -> size in bytes of NBD devices that may open disconnected (a restore
@@ -262,6 +269,11 @@ class Daemon:
 
         try:
             table = parse_table(text, resolve)
+            try:
+                self._check_no_cycle(dm, use)
+            except BaseException:
+                table.destroy()
+                raise
         except BaseException:
             for handle in use.stacked:
                 handle.close()
@@ -342,25 +354,35 @@ class Daemon:
 
     async def create_dm(self, name: str, table: str, *, uuid: str = "",
                         suspended: bool = False) -> None:
-        """dmsetup create: a new mapped device with ``table`` live (or waiting)."""
+        """dmsetup create: a new mapped device with ``table`` live (or waiting).
+
+        The device is invisible until it exists: while its table's devices open (an NBD
+        handshake may take seconds) no other command sees it, maps onto it or exports
+        it, and a create that fails leaves nothing behind.
+        """
         if name in self.mapped:
             raise DeviceError(f"mapped device {name!r} already exists")
-        if uuid and any(e.md.uuid == uuid for e in self.mapped.values()):
+        if name in self._creating:
+            raise DeviceError(f"mapped device {name!r} is being created")
+        if uuid and (any(e.md.uuid == uuid for e in self.mapped.values())
+                     or uuid in self._creating.values()):
             raise DeviceError(f"uuid {uuid!r} is already used")
-        entry = MappedEntry(MappedDevice(name, uuid or None), next(self._minors))
-        self.mapped[name] = entry
+        md = MappedDevice(name, uuid or None)
+        self._creating[name] = uuid
         try:
             parsed = await self._parse(name, table)
             try:
-                entry.md.create(parsed, suspended=suspended)
+                md.create(parsed, suspended=suspended)
             except BaseException:
                 self._discard_unloaded(parsed)
                 raise
         except BaseException:
-            del self.mapped[name]
             self._release_unused_tables(name)
             raise
-        entry.md.add_event_listener(self._on_table_event)
+        finally:
+            del self._creating[name]
+        self.mapped[name] = MappedEntry(md, next(self._minors))
+        md.add_event_listener(self._on_table_event)
         log.info("mapped device %s: created%s", name, " (suspended)" if suspended else "")
 
     async def load_dm(self, name: str, table: str) -> None:
@@ -410,7 +432,7 @@ class Daemon:
 
     async def message_dm(self, name: str, sector: int, message: str) -> str:
         md = self.mapped_entry(name).md
-        argv = message.split()
+        argv = check_words(check_ascii(message, "message").split(), "message")
         if not argv:
             raise DeviceError("empty message")
         return md.message(sector, argv)
@@ -423,25 +445,83 @@ class Daemon:
             raise DeviceError(f"event number still {md.event_nr} after {timeout}s") from None
 
     async def remove_dm(self, name: str, *, force: bool = False) -> None:
-        """dmsetup remove; refused while exported or stacked under another device."""
-        entry = self.mapped_entry(name)
+        """dmsetup remove; refused while exported (unless forced) or while another table
+        or a registered device maps onto it (even forced)."""
+        self.mapped_entry(name)
         exported = [e.id for e in self.exports.values() if e.dm == name]
         if exported and not force:
             raise DeviceError(f"mapped device {name!r} is exported by"
                               f" {', '.join(map(repr, exported))}; export-del first")
-        stacked_by = sorted({u.dm for u in self._uses.values()
-                             if any(h.md is entry.md for h in u.stacked)})
-        if stacked_by and not force:
-            raise DeviceError(f"mapped device {name!r} is used by the table of"
-                              f" {', '.join(map(repr, stacked_by))}")
+        users = self._users_of(name)
+        if users:
+            # Not even with force: the user would map a device that no longer exists.
+            raise DeviceError(f"mapped device {name!r} is used by {', '.join(users)}")
         for export_id in exported:
             await self.del_export(export_id, force=True)
+        await self._destroy_dm(name, force=force)
+
+    async def _destroy_dm(self, name: str, *, force: bool) -> None:
+        entry = self.mapped_entry(name)
         async with entry.lock:
             entry.md.remove(force=force)
             entry.md.remove_event_listener(self._on_table_event)
             del self.mapped[name]
             self._release_unused_tables(name)
         log.info("mapped device %s: removed", name)
+
+    # -- references between mapped devices -----------------------------------------------
+
+    def _lowers_of_use(self, use: TableUse) -> set[str]:
+        """The mapped devices one table maps onto: through ``dm:`` or a device
+        registered as ``dm:NAME``."""
+        lowers = {h.md.name for h in use.stacked}
+        for dev in use.devices:
+            entry = self.devices.get(dev)
+            if entry is not None and isinstance(entry.device, MappedBlockDevice):
+                lowers.add(entry.device.md.name)
+        return lowers
+
+    def _lowers(self, dm: str) -> set[str]:
+        """What every table of ``dm`` (live, inactive, being loaded) maps onto."""
+        out: set[str] = set()
+        for use in self._uses.values():
+            if use.dm == dm:
+                out |= self._lowers_of_use(use)
+        return out
+
+    def _users_of(self, dm: str) -> list[str]:
+        """Who holds mapped device ``dm``: tables of other mapped devices (also ones
+        being created) and devices registered as ``dm:`` of it; for messages."""
+        tables = sorted({u.dm for u in self._uses.values()
+                         if u.dm != dm and dm in self._lowers_of_use(u)})
+        devices = sorted(e.name for e in self.devices.values()
+                         if isinstance(e.device, MappedBlockDevice)
+                         and e.device.md.name == dm)
+        return ([f"the table of {t!r}" for t in tables]
+                + [f"device {d!r} (dm:{dm})" for d in devices])
+
+    def _check_no_cycle(self, dm: str, use: TableUse) -> None:
+        """Refuse a table of ``dm`` that would map, however indirectly, onto ``dm``."""
+        for lower in sorted(self._lowers_of_use(use)):
+            path = self._path_to(lower, dm, [dm, lower])
+            if path is not None:
+                raise DeviceError(f"table of {dm!r} would make a stacking cycle:"
+                                  f" {' -> '.join(path)}")
+
+    def _path_to(self, start: str, goal: str, path: list[str]) -> list[str] | None:
+        if start == goal:
+            return path
+        seen = {start}
+        stack = [(start, path)]
+        while stack:
+            node, trail = stack.pop()
+            for nxt in sorted(self._lowers(node)):
+                if nxt == goal:
+                    return [*trail, nxt]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*trail, nxt]))
+        return None
 
     def dm_info(self, name: str) -> MappedInfo:
         entry = self.mapped_entry(name)
@@ -551,11 +631,12 @@ class Daemon:
             except Exception:
                 log.exception("closing export %s failed", export_id)
         while self.mapped:
-            lower = {h.md.name for u in self._uses.values() for h in u.stacked}
-            name = next((n for n in reversed(self.mapped) if n not in lower),
+            # Upper devices first; devices registered as dm: go with the devices.
+            held = {low for n in self.mapped for low in self._lowers(n)}
+            name = next((n for n in reversed(self.mapped) if n not in held),
                         next(iter(self.mapped)))
             try:
-                await self.remove_dm(name, force=True)
+                await self._destroy_dm(name, force=True)
             except Exception:
                 log.exception("removing mapped device %s failed", name)
                 self.mapped.pop(name, None)

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import importlib
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -296,10 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_serve(ns: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
+    from .logfmt import setup as setup_logging
     from .serve import serve
 
-    logging.basicConfig(level=ns.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(ns.log_level)
     try:
         config = load_config(ns.config) if ns.config else None
     except ConfigError as e:

@@ -4,13 +4,26 @@ QMP is not line-framed: qemu.qmp sends each message with no newline after it, an
 finds message boundaries by counting brackets outside strings. This splitter does the
 same, and like QEMU's lexer it stops at a character that cannot occur in JSON, reports
 it, and skips to the end of that line so the next message still gets through.
+
+A message that is too long or nested too deep is not kept: the splitter keeps counting
+its brackets (without storing it) and reports it once it ends, so the client gets an
+error reply and its next message is read as usual. Parsing refuses what Python's json
+would either choke on (integers of thousands of digits, nesting near the recursion
+limit) or accept although it is not JSON (``Infinity``, ``NaN``, ``1e999``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 from .errors import ProtocolError
+
+MAX_DEPTH = 64
+"""Deepest nesting of a message (QMP messages are a few levels deep)."""
+MAX_INT_DIGITS = 1000
+"""Longest integer literal: enough for anything out of range to get a reply that says
+so (a 401-digit timeout is refused by the command), far below Python's 4,300."""
 
 _WHITESPACE = frozenset(b" \t\r\n")
 # Outside strings a JSON container holds only these: punctuation, numbers, literals.
@@ -27,6 +40,8 @@ class JSONSplitter:
         self._in_string = False
         self._escaped = False
         self._skip_line = False
+        self._discard: str | None = None
+        """Why the message being read will be refused (it is counted, not stored)."""
 
     def feed(self, data: bytes) -> list[object]:
         """Values completed by ``data``, in order; malformed ones as ProtocolError."""
@@ -44,10 +59,11 @@ class JSONSplitter:
                     continue
                 out.append(self._fail(byte, f"unexpected character {chr(byte)!r}"))
                 continue
-            self._buf.append(byte)
-            if len(self._buf) > self.limit:
-                out.append(self._fail(byte, f"message longer than {self.limit} bytes"))
-            elif self._in_string:
+            if self._discard is None:
+                self._buf.append(byte)
+                if len(self._buf) > self.limit:
+                    self._start_discard(f"message longer than {self.limit} bytes")
+            if self._in_string:
                 if self._escaped:
                     self._escaped = False
                 elif byte == 0x5C:  # backslash
@@ -58,6 +74,8 @@ class JSONSplitter:
                 self._in_string = True
             elif byte in b"{[":
                 self._depth += 1
+                if self._depth > MAX_DEPTH and self._discard is None:
+                    self._start_discard(f"message nested deeper than {MAX_DEPTH} levels")
             elif byte in b"}]":
                 self._depth -= 1
                 if self._depth == 0:
@@ -66,17 +84,47 @@ class JSONSplitter:
                 out.append(self._fail(byte, f"invalid character {chr(byte)!r}"))
         return out
 
+    def _start_discard(self, reason: str) -> None:
+        self._discard = reason
+        self._buf.clear()
+
     def _complete(self) -> object:
         text = bytes(self._buf)
         self._buf.clear()
+        if self._discard is not None:
+            reason, self._discard = self._discard, None
+            return ProtocolError(f"JSON parse error, {reason}")
         try:
-            return json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return ProtocolError(f"JSON parse error, {e}")
+            return json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
+                              parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            return ProtocolError(f"JSON parse error, {_cut(str(e))}")
 
     def _fail(self, byte: int, reason: str) -> ProtocolError:
         self._buf.clear()
         self._depth = 0
         self._in_string = self._escaped = False
+        self._discard = None
         self._skip_line = byte != 0x0A
         return ProtocolError(f"JSON parse error, {reason}")
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"number with {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {_cut(text)} is out of range")
+    return value
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

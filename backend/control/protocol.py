@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 16 << 20
 """Longest message accepted (a big table is a long string)."""
+READ_SIZE = 16384
+WRITE_LIMIT = 4 << 20
+"""Most bytes of replies and events kept for a client that does not read them; past
+it the client is disconnected (it would otherwise cost the daemon without bound)."""
 
 
 class Runstate(enum.Enum):
@@ -90,7 +94,9 @@ class Channel:
         """The next JSON value; EOFError at end of stream, ProtocolError if malformed."""
         while not self._pending:
             try:
-                data = await self._reader.read(65536)
+                # Small reads: the splitter looks at every byte in Python, and a read
+                # is what one loop turn spends on it.
+                data = await self._reader.read(READ_SIZE)
             except ConnectionError as e:
                 raise EOFError(f"client {self.ident}: {e}") from e
             if not data:
@@ -102,10 +108,23 @@ class Channel:
         return value
 
     def send(self, msg: Mapping[str, object]) -> None:
-        """Queue one message; never blocks (a slow client only grows its own buffer)."""
+        """Queue one message; never blocks. A client whose unread messages pass
+        :data:`WRITE_LIMIT` is disconnected. Only valid JSON goes out (no NaN or
+        Infinity): a message that cannot be is logged and not sent."""
         if self._writer.is_closing():
             return
-        self._writer.write(json.dumps(msg, separators=(", ", ": ")).encode() + b"\r\n")
+        try:
+            data = json.dumps(msg, separators=(", ", ": "), allow_nan=False).encode()
+        except (ValueError, TypeError, RecursionError) as e:
+            log.error("client %d: a message that is not JSON was dropped: %s",
+                      self.ident, e)
+            return
+        self._writer.write(data + b"\r\n")
+        backlog = self._writer.transport.get_write_buffer_size()
+        if backlog > WRITE_LIMIT:
+            log.warning("client %d: %d bytes of replies unread (limit %d): disconnecting",
+                        self.ident, backlog, WRITE_LIMIT)
+            self._writer.transport.abort()
 
     async def drain(self) -> None:
         with contextlib.suppress(ConnectionError):
@@ -217,12 +236,14 @@ def _remove_stale_socket(path: Path) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise FileExistsError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
         probe.connect(str(path))
     except (ConnectionRefusedError, FileNotFoundError):
         path.unlink(missing_ok=True)
         return
+    except BlockingIOError:
+        pass  # a full backlog: someone listens there (non-blocking: we never wait)
     finally:
         probe.close()
     raise FileExistsError(f"{path}: another daemon is listening there")

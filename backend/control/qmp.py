@@ -9,6 +9,11 @@ every negotiated client.
 
 Each command runs in its own task, so a long ``dm-wait`` does not hold up the client's
 other commands; replies carry the request's ``id`` and may come back out of order. A
+client has at most :data:`MAX_INFLIGHT` commands running: past that its next message is
+read only when one ends, so one client's flood of requests neither grows the daemon nor
+hands the loop thousands of commands to run in one turn. Replies are never waited on:
+a client that does not read them is disconnected by the transport once they pass its
+write limit. A
 command runs to its end even if its client disconnects (the daemon's shutdown cancels
 it), so a client that dies never leaves a suspend half undone.
 """
@@ -30,6 +35,8 @@ from .protocol import Channel, JSONLineServer, Runstate
 log = logging.getLogger(__name__)
 
 _ALLOWED_MEMBERS = frozenset({"execute", "arguments", "id", "control"})
+MAX_INFLIGHT = 64
+"""Commands one client may have running at once (dm-waits included)."""
 
 
 class Dispatcher(Protocol):
@@ -60,10 +67,15 @@ class Session:
         self.server = server
         self.channel = channel
         self.phase = Phase.NEGOTIATION
+        self.inflight = 0
+        self._room = asyncio.Event()
 
     async def run(self) -> None:
         self.channel.send(self.server.greeting())
         while True:
+            while self.inflight >= MAX_INFLIGHT:
+                self._room.clear()
+                await self._room.wait()
             try:
                 msg = await self.channel.recv()
             except EOFError:
@@ -71,6 +83,8 @@ class Session:
             except ProtocolError as e:
                 self.channel.send(_error(GENERIC_ERROR, str(e), None))
                 continue
+            if self.channel.closing:
+                return  # disconnected (it did not read its replies): read no more
             self._handle(msg)
 
     def _handle(self, msg: object) -> None:
@@ -88,8 +102,9 @@ class Session:
                                      "Expecting capabilities negotiation with"
                                      " 'qmp_capabilities'", msg_id))
             return
+        self.inflight += 1
         self.server.run_command(self._execute(name, arguments, msg_id),
-                                f"qmp-{self.channel.ident}-{name}")
+                                f"qmp-{self.channel.ident}-{name[:64]}")
 
     def _negotiate(self, arguments: Mapping[str, object], msg_id: object) -> dict[str, Any]:
         if self.phase is Phase.COMMAND:
@@ -112,11 +127,13 @@ class Session:
         try:
             result = await self.server.dispatcher.execute(name, arguments)
         except CommandError as e:
-            log.info("client %d: %s failed: %s", self.channel.ident, name, e.desc)
+            log.info("client %d: %s failed: %s", self.channel.ident, _cut(name), e.desc)
             self.channel.send(_error(e.error_class, e.desc, msg_id))
         else:
             self.channel.send(_reply(result, msg_id))
-        await self.channel.drain()
+        finally:
+            self.inflight -= 1
+            self._room.set()
 
 
 class QMPServer:
@@ -192,7 +209,7 @@ def _parse_request(msg: object) -> tuple[str, Mapping[str, object]]:
                            " out-of-band execution is not supported")
     for key in msg:
         if key not in _ALLOWED_MEMBERS:
-            raise CommandError(f"QMP input member '{key}' is unexpected")
+            raise CommandError(f"QMP input member '{_cut(key)}' is unexpected")
     if "execute" not in msg:
         raise CommandError("QMP input lacks member 'execute'")
     name = msg["execute"]
@@ -202,6 +219,11 @@ def _parse_request(msg: object) -> tuple[str, Mapping[str, object]]:
     if not isinstance(arguments, dict):
         raise CommandError("QMP input member 'arguments' must be an object")
     return name, arguments
+
+
+def _cut(text: str, limit: int = 128) -> str:
+    """A client's own string in an error message, cut (a 1 MiB name is no message)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _reply(result: object, msg_id: object) -> dict[str, Any]:

@@ -1,20 +1,31 @@
 """Command argument schemas, and the validation every command passes before it runs.
 
 A schema is a tuple of :class:`Arg`, in QAPI's spirit: a kebab-case name, a JSON type,
-whether it is optional, and an optional lower bound. ``validate`` checks a QMP
-``arguments`` object against it, refusing missing, unknown and wrongly typed members
-with a message naming the command and the member, and returns the values keyed by
-Python names (``event-nr`` -> ``event_nr``) with defaults filled in.
+whether it is optional, bounds, and an optional check of the value's form (a name, say).
+``validate`` checks a QMP ``arguments`` object against it, refusing missing, unknown,
+wrongly typed and out-of-limit members with a message naming the command and the
+member, and returns the values keyed by Python names (``event-nr`` -> ``event_nr``) with
+defaults filled in.
+
+The limits of DESIGN "Input limits" hold for every argument whatever its schema says
+(``backend/limits.py``): a string has no NUL and no lone surrogate, an integer fits in 63
+bits, a number is finite and at most :data:`~backend.limits.MAX_SECONDS`. So no handler
+ever sees a value that would make Python raise instead of the daemon answering.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..limits import MAX_SECONDS, MAX_U63, LimitError, check_text, show
 from .errors import CommandError
+
+Check = Callable[[Any], object]
+"""A check of an argument's form: raises LimitError (or ValueError) saying what is wrong."""
 
 
 class JSONType(enum.Enum):
@@ -50,6 +61,8 @@ class Arg:
     optional: bool = False
     default: Any = None
     minimum: int | float | None = None
+    maximum: int | float | None = None
+    check: Check | None = None
     doc: str = ""
 
     @property
@@ -105,13 +118,35 @@ def validate(command: str, schema: Schema, arguments: Mapping[str, object]) -> d
         if not arg.type.accepts(value):
             raise CommandError(f"{command}: {arg.name!r}: expected {arg.type.json_name},"
                                f" got {json_type_name(value)}")
-        if arg.minimum is not None and value < arg.minimum:  # type: ignore[operator]
-            raise CommandError(f"{command}: {arg.name!r}: must be at least {arg.minimum},"
-                               f" got {value}")
         if arg.type is JSONType.STR and not arg.optional and value == "":
             raise CommandError(f"{command}: {arg.name!r}: must not be empty")
+        try:
+            _check_limits(arg, value)
+            if arg.check is not None:
+                arg.check(value)
+        except (LimitError, ValueError) as e:
+            raise CommandError(f"{command}: {arg.name!r}: {e}") from None
         out[arg.py_name] = value
     return out
+
+
+def _check_limits(arg: Arg, value: Any) -> None:
+    """The limits every argument of its type obeys, then the argument's own bounds."""
+    if isinstance(value, str):
+        check_text(value)
+        return
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise LimitError(f"{value} is not a finite number")
+    upper = arg.maximum
+    if upper is None:
+        upper = MAX_U63 if arg.type is JSONType.INT else MAX_SECONDS
+    lower = arg.minimum if arg.minimum is not None else -MAX_U63
+    if value < lower:
+        raise LimitError(f"must be at least {lower}, got {show(value)}")
+    if value > upper:
+        raise LimitError(f"must be at most {upper}, got {show(value)}")
 
 
 def _expected(schema: Schema) -> str:

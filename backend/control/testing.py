@@ -169,3 +169,83 @@ def _tail(path: Path, lines: int = 5) -> str:
         return " | ".join(path.read_text().splitlines()[-lines:])
     except OSError:
         return f"(no log at {path})"
+
+
+class LivenessProbe:
+    """A second client asking ``query-version`` back to back while something else runs.
+
+    What it proves is the liveness of the daemon's event loop, not its speed: one probe
+    is the fastest of ``rounds`` consecutive round trips, so a scheduling hiccup on a
+    busy machine (which slows one round trip) does not count, while a blocked loop
+    (which slows every round trip while it lasts) does. ``worst`` is the slowest probe;
+    a round trip still unanswered when the probe stops counts with the time it has
+    waited so far, so a daemon frozen for good cannot pass.
+
+    ``async with LivenessProbe(client) as probe: ...`` then ``probe.check(0.1)``.
+    """
+
+    def __init__(self, client: QMPClient, *, rounds: int = 3) -> None:
+        self.client = client
+        self.rounds = rounds
+        self.probes = 0
+        self.worst = 0.0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pending_since: float | None = None
+        self._tick = asyncio.Event()
+
+    async def more(self, n: int = 3, timeout: float = 10.0) -> None:
+        """Wait until ``n`` more probes were answered (TimeoutError if they are not)."""
+        target = self.probes + n
+        async with asyncio.timeout(timeout):
+            while self.probes < target:
+                self._tick.clear()
+                await self._tick.wait()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            best = float("inf")
+            for _ in range(self.rounds):
+                start = self._pending_since = loop.time()
+                await self.client.execute("query-version")
+                self._pending_since = None
+                best = min(best, loop.time() - start)
+            self.probes += 1
+            self.worst = max(self.worst, best)
+            self._tick.set()
+
+    async def __aenter__(self) -> LivenessProbe:
+        self._task = asyncio.create_task(self._run(), name="liveness-probe")
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """End probing; a probe still waiting for its reply counts as that slow."""
+        if self._task is None:
+            return
+        self._stop.set()
+        if self._pending_since is not None:
+            # Give an answer that is on its way the chance to arrive; a frozen daemon
+            # does not answer, and the time it kept the probe waiting is its latency.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), 1.0)
+        if self._pending_since is not None:
+            waited = asyncio.get_running_loop().time() - self._pending_since
+            self.worst = max(self.worst, waited)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        self._task = None
+
+    def check(self, limit: float = 0.1, min_probes: int = 3) -> None:
+        """AssertionError unless at least ``min_probes`` probes ran, all within ``limit``."""
+        assert self.probes >= min_probes, (
+            f"only {self.probes} query-version probe(s) answered (want {min_probes}):"
+            f" the daemon stopped answering (waited {self.worst:.3f}s)")
+        assert self.worst < limit, (
+            f"query-version took {self.worst * 1000:.0f} ms at worst (limit"
+            f" {limit * 1000:.0f} ms): the daemon's loop was blocked")

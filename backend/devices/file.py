@@ -123,6 +123,67 @@ class _WorkerPool:
             self._completions.close()
 
 
+def open_backing(name: str, path: Path, *, read_only: bool,
+                 direct: bool = True) -> tuple[int, int]:
+    """Open ``path`` for a FileDevice: (buffered fd, O_DIRECT fd or the same one).
+
+    Blocking (a slow file system), so the daemon calls it off the loop. Only a regular
+    file or a block device of non-zero size is a device: a FIFO, a directory, a
+    character device or an empty file (a /proc file says 0) is refused before it is
+    opened, and checked again on the descriptor (the path may change in between);
+    O_NONBLOCK keeps even that second look from waiting on a FIFO.
+    """
+    try:
+        _check_backing(name, path, os.stat(path))
+    except OSError as e:
+        raise DeviceError(f"{name}: cannot open {path}: {e.strerror}") from e
+    flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK)
+    except OSError as e:
+        raise DeviceError(f"{name}: cannot open {path}: {e.strerror}") from e
+    try:
+        st = os.fstat(fd)
+        _check_backing(name, path, st)
+        if stat.S_ISBLK(st.st_mode) and os.lseek(fd, 0, os.SEEK_END) == 0:
+            raise DeviceError(f"{name}: {path} has size 0: a device needs at least one"
+                              " sector")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    fd_direct = fd
+    if direct:
+        try:
+            fd_direct = os.open(path, flags | os.O_DIRECT)
+        except OSError as e:
+            log.info("%s: O_DIRECT not available on %s (%s); using the page cache",
+                     name, path, e.strerror)
+    return fd, fd_direct
+
+
+def close_backing(fds: tuple[int, int]) -> None:
+    """Close what :func:`open_backing` opened (a late open nobody waits for any more)."""
+    for fd in set(fds):
+        os.close(fd)
+
+
+def _check_backing(name: str, path: Path, st: os.stat_result) -> None:
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise DeviceError(f"{name}: {path} is not a regular file or block device"
+                          f" ({_kind(st.st_mode)})")
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        raise DeviceError(f"{name}: {path} has size 0: a device needs at least one sector")
+
+
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
 class FileDevice:
     """A BlockDevice over a file; see the module docstring for how I/O is done.
 
@@ -141,30 +202,20 @@ class FileDevice:
         aio: AioEngine = "native",
         workers: int = 8,
         loop: asyncio.AbstractEventLoop | None = None,
+        fds: tuple[int, int] | None = None,
     ) -> None:
         if aio not in AIO_ENGINES:
             raise DeviceError(f"{name}: unknown aio engine {aio!r} (known: native, threads)")
         self._name = name
         self.path = Path(path)
         self._read_only = read_only
-        flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC
-        try:
-            self._fd_buffered = os.open(self.path, flags)
-        except OSError as e:
-            raise DeviceError(f"{name}: cannot open {self.path}: {e.strerror}") from e
-        self._fd_direct = self._fd_buffered
-        if direct:
-            try:
-                self._fd_direct = os.open(self.path, flags | os.O_DIRECT)
-            except OSError as e:
-                log.info("%s: O_DIRECT not available on %s (%s); using the page cache",
-                         name, self.path, e.strerror)
+        if fds is None:
+            fds = open_backing(name, self.path, read_only=read_only, direct=direct)
+        self._fd_buffered, self._fd_direct = fds
         self.direct = self._fd_direct != self._fd_buffered
-        st = os.fstat(self._fd_buffered)
-        if stat.S_ISBLK(st.st_mode):
-            self._size = os.lseek(self._fd_buffered, 0, os.SEEK_END)
-        else:
-            self._size = st.st_size
+        self._blockdev = stat.S_ISBLK(os.fstat(self._fd_buffered).st_mode)
+        self._size = 0
+        self._size = self._read_size()
         self._loop = loop or asyncio.get_running_loop()
         self._pool = _WorkerPool(name, workers, self._loop, self._do)
         self._aio_ctx = self._open_aio() if aio == "native" and self.direct else None
@@ -190,7 +241,28 @@ class FileDevice:
 
     @property
     def size(self) -> int:
+        """The size now, not at open: a file truncated under us is reported as it is."""
+        if not self._closed:
+            self._size = self._read_size()
         return self._size
+
+    @property
+    def state(self) -> str:
+        """``ok``, or ``deleted`` once the file has no name left (I/O still reaches it)."""
+        if self._closed or self._blockdev:
+            return "ok"
+        try:
+            return "deleted" if os.fstat(self._fd_buffered).st_nlink == 0 else "ok"
+        except OSError:
+            return "ok"
+
+    def _read_size(self) -> int:
+        try:
+            if self._blockdev:
+                return os.lseek(self._fd_buffered, 0, os.SEEK_END)
+            return os.fstat(self._fd_buffered).st_size
+        except OSError:
+            return self._size
 
     @property
     def read_only(self) -> bool:

@@ -31,7 +31,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..blockio import Completion, IoVec, Op, Status
 from ..errors import DeviceError
+from ..limits import show
 from . import nbd_proto as proto
+from .uri import check_decoded
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +76,21 @@ class NbdAddress:
         if u.scheme == "nbd+unix":
             sock = query.pop("socket", None)
             if not sock:
-                raise DeviceError(f"bad device URI {uri!r}: nbd+unix needs ?socket=PATH")
+                raise DeviceError(f"bad device URI {show(uri)}: nbd+unix needs ?socket=PATH")
             _no_more_args(uri, query)
-            return cls(export=export, unix_path=sock[0], timeout=timeout)
+            return cls(export=check_decoded(uri, "export name", export),
+                       unix_path=check_decoded(uri, "socket path", sock[0]), timeout=timeout)
         if u.scheme == "nbd":
             if not u.hostname:
-                raise DeviceError(f"bad device URI {uri!r}: nbd:// needs a host")
+                raise DeviceError(f"bad device URI {show(uri)}: nbd:// needs a host")
             try:
                 port = u.port or 10809
             except ValueError as e:
-                raise DeviceError(f"bad device URI {uri!r}: {e}") from e
+                raise DeviceError(f"bad device URI {show(uri)}: {e}") from e
             _no_more_args(uri, query)
-            return cls(export=export, host=u.hostname, port=port, timeout=timeout)
-        raise DeviceError(f"bad device URI {uri!r}: not an nbd URI")
+            return cls(export=check_decoded(uri, "export name", export),
+                       host=u.hostname, port=port, timeout=timeout)
+        raise DeviceError(f"bad device URI {show(uri)}: not an nbd URI")
 
     def __str__(self) -> str:
         where = self.unix_path or f"{self.host}:{self.port}"
@@ -102,14 +106,14 @@ def _timeout_arg(uri: str, values: list[str] | None) -> float:
     except ValueError:
         timeout = -1.0
     if not 0 <= timeout <= 86400 or timeout != timeout:
-        raise DeviceError(f"bad device URI {uri!r}: timeout={text!r} is not a number of "
+        raise DeviceError(f"bad device URI {show(uri)}: timeout={text!r} is not a number of "
                           f"seconds from 0 (none) to 86400")
     return timeout
 
 
 def _no_more_args(uri: str, query: dict[str, list[str]]) -> None:
     if query:
-        raise DeviceError(f"bad device URI {uri!r}: unknown argument(s) "
+        raise DeviceError(f"bad device URI {show(uri)}: unknown argument(s) "
                           f"{', '.join(sorted(query))} (nbd takes socket= and timeout=)")
 
 

@@ -14,13 +14,14 @@ from urllib.parse import urlsplit
 
 from ..blockio import BlockDevice
 from ..errors import DeviceError
+from ..limits import MAX_U63, LimitError, check_text, parse_u63, show
 
 Opener = Callable[[str, str, bool, asyncio.AbstractEventLoop], Awaitable[BlockDevice]]
 """(name, uri, read_only, loop) -> an open device."""
 
 _openers: dict[str, Opener] = {}
 
-_SIZE_RE = re.compile(r"^(\d+)([KMGT]i?B?|[kmgt]|B)?$")
+_SIZE_RE = re.compile(r"([0-9]+)([KMGTkmgt]i?B?|B)?", re.ASCII)
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -37,21 +38,33 @@ def register_scheme(scheme: str) -> Callable[[Opener], Opener]:
 
 
 def parse_size(text: str) -> int:
-    """``4096``, ``64M``, ``1G``, ``2GiB`` -> bytes; must be a multiple of 512."""
-    m = _SIZE_RE.match(text.strip())
+    """``4096``, ``64M``, ``1G``, ``1Gi``, ``2GiB`` -> bytes; a positive multiple of 512
+    that fits in 63 bits."""
+    m = _SIZE_RE.fullmatch(text.strip())
     if not m:
-        raise DeviceError(f"bad size {text!r}: expected a number with an optional K/M/G/T")
-    unit = (m.group(2) or "").upper().replace("IB", "").replace("B", "")
-    size = int(m.group(1)) * _UNITS[unit]
+        raise DeviceError(f"bad size {show(text)}: expected a number with an optional"
+                          " K/M/G/T")
+    unit = m.group(2) or ""
+    unit = unit[:1].upper() if unit[:1].upper() in "KMGT" else ""
+    try:
+        size = parse_u63(m.group(1), "size") * _UNITS[unit]
+    except LimitError as e:
+        raise DeviceError(f"bad size {show(text)}: {e}") from None
+    if size > MAX_U63:
+        raise DeviceError(f"bad size {show(text)}: {size} bytes does not fit in 63 bits")
     if size <= 0 or size % 512:
-        raise DeviceError(f"bad size {text!r}: must be a positive multiple of 512 bytes")
+        raise DeviceError(f"bad size {show(text)}: must be a positive multiple of 512 bytes")
     return size
 
 
 def scheme_of(uri: str) -> str:
-    scheme = urlsplit(uri).scheme
+    try:
+        check_text(uri, "device URI")
+        scheme = urlsplit(uri).scheme
+    except (LimitError, ValueError) as e:
+        raise DeviceError(f"bad device URI {show(uri)}: {e}") from None
     if not scheme:
-        raise DeviceError(f"bad device URI {uri!r}: no scheme (file:, nbd:, null:, mem:, dm:)")
+        raise DeviceError(f"bad device URI {show(uri)}: no scheme (file:, nbd:, null:, mem:, dm:)")
     return scheme
 
 
@@ -65,8 +78,22 @@ async def open_uri(
     opener = _openers.get(scheme)
     if opener is None:
         known = ", ".join(sorted(_openers))
-        raise DeviceError(f"bad device URI {uri!r}: unknown scheme {scheme!r} (known: {known})")
-    return await opener(name, uri, read_only, loop or asyncio.get_running_loop())
+        raise DeviceError(f"bad device URI {show(uri)}: unknown scheme {show(scheme)}"
+                          f" (known: {known})")
+    try:
+        return await opener(name, uri, read_only, loop or asyncio.get_running_loop())
+    except (LimitError, ValueError) as e:
+        # urlsplit's own complaints (a bad IPv6 host, a bad port) and the limits of the
+        # parts a URI decodes to.
+        raise DeviceError(f"bad device URI {show(uri)}: {e}") from None
+
+
+def check_decoded(uri: str, part: str, value: str) -> str:
+    """A part of a URI after percent-decoding (``%00`` is a NUL there)."""
+    try:
+        return check_text(value, part)
+    except LimitError as e:
+        raise DeviceError(f"bad device URI {show(uri)}: {e}") from None
 
 
 def _load_builtin_schemes() -> None:

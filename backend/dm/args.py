@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from backend.errors import TableError
+from backend.limits import LimitError, parse_u63
 
 
 def parse_uint(text: str, what: str, minimum: int = 0, maximum: int | None = None) -> int:
-    """``text`` as a decimal integer in [minimum, maximum]; TableError naming ``what``."""
-    if not text.isdigit():
-        raise TableError(f"invalid {what}: {text!r} is not a non-negative integer")
-    value = int(text)
+    """``text`` as a decimal integer of ASCII digits in [minimum, maximum] (and in 63
+    bits whatever ``maximum`` says); TableError naming ``what``."""
+    try:
+        value = parse_u63(text, what)
+    except LimitError as e:
+        raise TableError(str(e)) from None
     if value < minimum or (maximum is not None and value > maximum):
         upper = "" if maximum is None else f"..{maximum}"
         raise TableError(f"invalid {what}: {value} is outside {minimum}{upper}")

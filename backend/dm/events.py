@@ -6,6 +6,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from backend.errors import StateError
+
 EventListener = Callable[[str, int, str], None]
 """Called with (device name, new event number, reason) on every table event."""
 
@@ -19,6 +21,12 @@ class EventCounter:
         self.event_nr = 0
         self._changed = asyncio.Event()
         self._listeners: list[EventListener] = []
+        self.closed = False
+
+    def close(self) -> None:
+        """The device is gone: wake every waiter, who is told so (never left hanging)."""
+        self.closed = True
+        self._changed.set()
 
     def add_listener(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -43,9 +51,12 @@ class EventCounter:
     async def wait(self, event_nr: int, timeout: float | None = None) -> int:
         """Return the current event number once it differs from ``event_nr``.
 
-        Raises TimeoutError after ``timeout`` seconds (None: wait forever).
+        Raises TimeoutError after ``timeout`` seconds (None: wait forever), StateError
+        once the device is removed.
         """
         async with asyncio.timeout(timeout):
-            while self.event_nr == event_nr:
+            while self.event_nr == event_nr and not self.closed:
                 await self._changed.wait()
+        if self.closed and self.event_nr == event_nr:
+            raise StateError("wait", "removed", "a present device")
         return self.event_nr

@@ -338,6 +338,7 @@ class MappedDevice:
                 table.destroy()
         self._io.table = self._inactive = None
         self._set_state(DeviceState.REMOVED)
+        self._events.close()
 
     # --- helpers -----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from backend.dm import registry
 from backend.dm.args import parse_uint
 from backend.dm.target import DeviceResolver, StatusType, Target
 from backend.errors import StateError, TableError
+from backend.limits import MAX_U63, LimitError, check_ascii, check_words
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,10 @@ def parse_table(text: str, resolve: DeviceResolver) -> Table:
     context = TableContext()
     targets: list[Target] = []
     try:
+        check_ascii(text, "table")
+    except LimitError as e:
+        raise TableError(str(e)) from None
+    try:
         for lineno, raw in enumerate(text.splitlines(), start=1):
             words = raw.split()
             if not words or words[0].startswith("#"):
@@ -147,10 +152,16 @@ def _construct(
 ) -> Target:
     """One line: check its place in the table, then build and ctr its target."""
     try:
+        try:
+            check_words(words, "table line")
+        except LimitError as e:
+            raise TableError(str(e)) from None
         if len(words) < 3:
             raise TableError("expected <start> <length> <type> [args...]")
         start = parse_uint(words[0], "start sector")
         length = parse_uint(words[1], "length", minimum=1)
+        if start + length > MAX_U63:
+            raise TableError(f"target ends at sector {start + length}, past 63 bits")
         expected = previous[-1].end if previous else 0
         if start > expected:
             raise TableError(f"gap in table: target starts at {start}, previous ends at {expected}")

@@ -39,6 +39,9 @@ MAX_RECOVERY = 1
 """Regions recovered in parallel."""
 MAX_MIRRORS = 9
 """DM_KCOPYD_MAX_REGIONS + 1."""
+WORKER_SLICE = 0.002
+"""Longest run of worker passes, in seconds, before the worker lets the loop run (and
+rests as long)."""
 
 
 @dataclass(eq=False)
@@ -240,13 +243,25 @@ class MirrorTarget(Target):
             self._task = loop.create_task(self._run(), name=f"kmirrord {self.context.device_name}")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        slice_start = loop.time()
         while True:
-            await self._wakeup.wait()
+            if not self._wakeup.is_set():
+                await self._wakeup.wait()
+                slice_start = loop.time()
             self._wakeup.clear()
             try:
                 await self._do_mirror()
             except Exception:  # a bug must not stop the worker (held I/O would hang)
                 self.log.exception("%s: mirror worker pass failed", self.context.device_name)
+            if loop.time() - slice_start >= WORKER_SLICE:
+                # Legs that complete at once (zero, a stacked device) wake the worker
+                # again before it ever waits: a first resync of 2^19 regions would hold
+                # the loop for seconds. Between slices everything else runs, and as
+                # long again the worker rests (kcopyd throttles too): a daemon that never
+                # sleeps is the last to be scheduled on a busy machine.
+                await asyncio.sleep(WORKER_SLICE)
+                slice_start = loop.time()
 
     async def _do_mirror(self) -> None:
         """do_mirror: one pass over everything queued."""

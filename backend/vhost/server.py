@@ -233,10 +233,17 @@ def _claim_path(path: Path) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise VhostUserError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    # Non-blocking: a listener whose backlog is full (it never accepts) would keep a
+    # blocking connect() waiting, and the whole daemon with it. EAGAIN means someone
+    # listens there just as surely as an accepted connection does.
+    probe = socket.socket(socket.AF_UNIX,
+                          socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
     try:
         probe.connect(str(path))
     except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EINPROGRESS):
+            raise VhostUserError(f"{path} is in use: another server is listening on it"
+                                 " (and not accepting)") from None
         if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
             raise VhostUserError(f"{path}: cannot tell whether it is in use: {exc}") from exc
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..schema import Arg, JSONType
+from ..validators import name
 from .registry import command
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ def describe_device(entry: DeviceEntry) -> dict[str, object]:
             "users": sorted(set(entry.users.values()))}
 
 
-@command("dev-add", Arg("name", STR), Arg("uri", STR),
+@command("dev-add", Arg("name", STR, check=name), Arg("uri", STR),
          Arg("read-only", BOOL, optional=True, default=False))
 async def dev_add(daemon: Daemon, args: dict[str, Any]) -> object:
     """Open a device URI and register it under a name tables can use."""
@@ -27,7 +28,7 @@ async def dev_add(daemon: Daemon, args: dict[str, Any]) -> object:
     return {}
 
 
-@command("dev-remove", Arg("name", STR))
+@command("dev-remove", Arg("name", STR, check=name))
 async def dev_remove(daemon: Daemon, args: dict[str, Any]) -> object:
     """Close a registered device; refused while a table uses it."""
     daemon.remove_device(args["name"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..schema import Arg, JSONType
+from ..validators import ascii_text, name, uuid
 from .registry import command
 
 if TYPE_CHECKING:
@@ -40,8 +41,8 @@ def describe_dm(info: MappedInfo) -> dict[str, object]:
     }
 
 
-@command("dm-create", Arg("name", STR), Arg("table", STR),
-         Arg("uuid", STR, optional=True, default=""),
+@command("dm-create", Arg("name", STR, check=name), Arg("table", STR, check=ascii_text),
+         Arg("uuid", STR, optional=True, default="", check=uuid),
          Arg("suspended", BOOL, optional=True, default=False))
 async def dm_create(daemon: Daemon, args: dict[str, Any]) -> object:
     """Create a mapped device from a table (dmsetup lines); resumed unless suspended."""
@@ -50,21 +51,21 @@ async def dm_create(daemon: Daemon, args: dict[str, Any]) -> object:
     return {}
 
 
-@command("dm-load", Arg("name", STR), Arg("table", STR))
+@command("dm-load", Arg("name", STR, check=name), Arg("table", STR, check=ascii_text))
 async def dm_load(daemon: Daemon, args: dict[str, Any]) -> object:
     """Load a table into the inactive slot; dm-resume swaps it in."""
     await daemon.load_dm(args["name"], args["table"])
     return {}
 
 
-@command("dm-clear", Arg("name", STR))
+@command("dm-clear", Arg("name", STR, check=name))
 async def dm_clear(daemon: Daemon, args: dict[str, Any]) -> object:
     """Drop the inactive table."""
     await daemon.clear_dm(args["name"])
     return {}
 
 
-@command("dm-suspend", Arg("name", STR),
+@command("dm-suspend", Arg("name", STR, check=name),
          Arg("noflush", BOOL, optional=True, default=False),
          Arg("timeout", NUM, optional=True, minimum=0))
 async def dm_suspend(daemon: Daemon, args: dict[str, Any]) -> object:
@@ -73,28 +74,30 @@ async def dm_suspend(daemon: Daemon, args: dict[str, Any]) -> object:
     return {}
 
 
-@command("dm-resume", Arg("name", STR))
+@command("dm-resume", Arg("name", STR, check=name))
 async def dm_resume(daemon: Daemon, args: dict[str, Any]) -> object:
     """Resume a suspended device, swapping in the inactive table if there is one."""
     await daemon.resume_dm(args["name"])
     return {}
 
 
-@command("dm-message", Arg("name", STR), Arg("sector", INT, minimum=0), Arg("message", STR))
+@command("dm-message", Arg("name", STR, check=name), Arg("sector", INT, minimum=0),
+         Arg("message", STR, check=ascii_text))
 async def dm_message(daemon: Daemon, args: dict[str, Any]) -> object:
     """Send a message to the target at ``sector`` (fail_path, addbadblock, ...)."""
     reply = await daemon.message_dm(args["name"], args["sector"], args["message"])
     return {"reply": reply}
 
 
-@command("dm-remove", Arg("name", STR), Arg("force", BOOL, optional=True, default=False))
+@command("dm-remove", Arg("name", STR, check=name),
+         Arg("force", BOOL, optional=True, default=False))
 async def dm_remove(daemon: Daemon, args: dict[str, Any]) -> object:
     """Remove a mapped device; refused while open or exported unless forced."""
     await daemon.remove_dm(args["name"], force=args["force"])
     return {}
 
 
-@command("dm-wait", Arg("name", STR), Arg("event-nr", INT, minimum=0),
+@command("dm-wait", Arg("name", STR, check=name), Arg("event-nr", INT, minimum=0),
          Arg("timeout", NUM, optional=True, minimum=0))
 async def dm_wait(daemon: Daemon, args: dict[str, Any]) -> object:
     """Return once the device's event number is above ``event-nr``."""
@@ -102,7 +105,7 @@ async def dm_wait(daemon: Daemon, args: dict[str, Any]) -> object:
     return {"event-nr": nr}
 
 
-@command("query-dm", Arg("name", STR, optional=True))
+@command("query-dm", Arg("name", STR, optional=True, check=name))
 async def query_dm(daemon: Daemon, args: dict[str, Any]) -> object:
     """Mapped devices (all, or the one named) with their info, table and status."""
     names = [args["name"]] if args["name"] is not None else list(daemon.mapped)

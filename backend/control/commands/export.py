@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ...limits import MAX_NUM_QUEUES
 from ..schema import Arg, JSONType
+from ..validators import name, serial, socket_path
 from .registry import command
 
 if TYPE_CHECKING:
@@ -20,10 +22,12 @@ def describe_export(entry: ExportEntry) -> dict[str, object]:
             "resubmitted": entry.export.resubmitted}
 
 
-@command("export-add", Arg("id", STR), Arg("dm", STR), Arg("socket", STR),
-         Arg("num-queues", INT, optional=True, default=1, minimum=1),
+@command("export-add", Arg("id", STR, check=name), Arg("dm", STR, check=name),
+         Arg("socket", STR, check=socket_path),
+         Arg("num-queues", INT, optional=True, default=1, minimum=1,
+             maximum=MAX_NUM_QUEUES),
          Arg("writable", BOOL, optional=True, default=True),
-         Arg("serial", STR, optional=True, default=""))
+         Arg("serial", STR, optional=True, default="", check=serial))
 async def export_add(daemon: Daemon, args: dict[str, Any]) -> object:
     """Serve a mapped device on a vhost-user-blk socket a guest can hotplug."""
     await daemon.add_export(args["id"], args["dm"], args["socket"],
@@ -32,7 +36,7 @@ async def export_add(daemon: Daemon, args: dict[str, Any]) -> object:
     return {}
 
 
-@command("export-del", Arg("id", STR), Arg("force", BOOL, optional=True, default=False))
+@command("export-del", Arg("id", STR, check=name), Arg("force", BOOL, optional=True, default=False))
 async def export_del(daemon: Daemon, args: dict[str, Any]) -> object:
     """Stop an export; refused while a guest is connected unless forced."""
     await daemon.del_export(args["id"], force=args["force"])

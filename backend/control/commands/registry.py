@@ -83,7 +83,8 @@ class Dispatcher:
     async def execute(self, name: str, arguments: Mapping[str, object]) -> object:
         cmd = self.registry.get(name)
         if cmd is None:
-            raise CommandNotFound(f"The command {name} has not been found")
+            shown = name if len(name) <= 128 else f"{name[:128]}... ({len(name)} characters)"
+            raise CommandNotFound(f"The command {shown} has not been found")
         args = validate(name, cmd.args, arguments)
         try:
             return await cmd.handler(self.daemon, args)
@@ -98,7 +99,8 @@ class Dispatcher:
             raise CommandError(_prefixed(name, str(e))) from e
         except Exception as e:
             log.exception("%s: unexpected failure", name)
-            raise CommandError(f"{name}: internal error: {type(e).__name__}: {e}") from e
+            raise CommandError(f"{name}: internal error: {type(e).__name__}:"
+                               f" {str(e)[:200]}") from e
 
 
 def _prefixed(name: str, desc: str) -> str:
