@@ -179,20 +179,46 @@ class LivenessProbe:
     busy machine (which slows one round trip) does not count, while a blocked loop
     (which slows every round trip while it lasts) does. ``worst`` is the slowest probe;
     a round trip still unanswered when the probe stops counts with the time it has
-    waited so far, so a daemon frozen for good cannot pass.
+    waited so far, so a daemon frozen for good cannot pass. The client runs in a child
+    process (``backend.control.probe``): the test's own work cannot slow it down.
 
-    ``async with LivenessProbe(client) as probe: ...`` then ``probe.check(0.1)``.
+    ``async with LivenessProbe(qmp_path) as probe: ...`` then ``probe.check(0.1)``.
     """
 
-    def __init__(self, client: QMPClient, *, rounds: int = 3) -> None:
-        self.client = client
+    def __init__(self, qmp_path: str | os.PathLike[str], *, rounds: int = 3) -> None:
+        self.qmp_path = os.fspath(qmp_path)
         self.rounds = rounds
         self.probes = 0
         self.worst = 0.0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._pending_since: float | None = None
+        self.errors: list[str] = []
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._tick = asyncio.Event()
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "backend.control.probe", self.qmp_path,
+            "--rounds", str(self.rounds), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, cwd=_repo_root())
+        assert self._proc.stdout is not None
+        line = await asyncio.wait_for(self._proc.stdout.readline(), 30.0)
+        if line.strip() != b"ready":
+            await self._kill()
+            raise ClientError(f"liveness probe did not start: {line!r}")
+        self._reader = asyncio.create_task(self._read(), name="liveness-probe")
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while line := await self._proc.stdout.readline():
+            text = line.decode().strip()
+            if text.startswith("pending "):
+                self.worst = max(self.worst, float(text.split()[1]))
+            elif text.startswith("error "):
+                self.errors.append(text)
+            else:
+                self.probes += 1
+                self.worst = max(self.worst, float(text))
+            self._tick.set()
 
     async def more(self, n: int = 3, timeout: float = 10.0) -> None:
         """Wait until ``n`` more probes were answered (TimeoutError if they are not)."""
@@ -202,47 +228,36 @@ class LivenessProbe:
                 self._tick.clear()
                 await self._tick.wait()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
-            best = float("inf")
-            for _ in range(self.rounds):
-                start = self._pending_since = loop.time()
-                await self.client.execute("query-version")
-                self._pending_since = None
-                best = min(best, loop.time() - start)
-            self.probes += 1
-            self.worst = max(self.worst, best)
-            self._tick.set()
+    async def stop(self) -> None:
+        """End probing; a probe still waiting for its reply counts as that slow."""
+        if self._proc is None:
+            return
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            await asyncio.wait_for(self._proc.wait(), 10.0)
+        except TimeoutError:
+            await self._kill()
+        if self._reader is not None:
+            await self._reader
+        self._proc = None
+
+    async def _kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
 
     async def __aenter__(self) -> LivenessProbe:
-        self._task = asyncio.create_task(self._run(), name="liveness-probe")
+        await self.start()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
 
-    async def stop(self) -> None:
-        """End probing; a probe still waiting for its reply counts as that slow."""
-        if self._task is None:
-            return
-        self._stop.set()
-        if self._pending_since is not None:
-            # Give an answer that is on its way the chance to arrive; a frozen daemon
-            # does not answer, and the time it kept the probe waiting is its latency.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), 1.0)
-        if self._pending_since is not None:
-            waited = asyncio.get_running_loop().time() - self._pending_since
-            self.worst = max(self.worst, waited)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
-        self._task = None
-
     def check(self, limit: float = 0.1, min_probes: int = 3) -> None:
         """AssertionError unless at least ``min_probes`` probes ran, all within ``limit``."""
+        assert not self.errors, f"the liveness probe failed: {self.errors}"
         assert self.probes >= min_probes, (
             f"only {self.probes} query-version probe(s) answered (want {min_probes}):"
             f" the daemon stopped answering (waited {self.worst:.3f}s)")

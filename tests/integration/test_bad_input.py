@@ -111,7 +111,7 @@ def test_fifo_directory_char_device_and_empty_file_refused(tmp_path: Path) -> No
     async def body() -> None:
         async with daemon(tmp_path) as (d, a, b):
             before = await state(a)
-            async with LivenessProbe(b) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 for uri, read_only, why in cases:
                     await refused(a, "dev-add", {"name": "f", "uri": uri,
                                                  "read-only": read_only}, why)
@@ -137,7 +137,7 @@ def test_mirror_resync_and_bitmap_scans_leave_the_loop_free(tmp_path: Path) -> N
             length = 2 * regions
             for leg in ("Z1", "Z2"):
                 await ok(a, "dm-create", {"name": leg, "table": f"0 {length} zero"})
-            async with LivenessProbe(b) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 await ok(a, "dm-create", {"name": "M", "table":
                                           f"0 {length} mirror core 1 2 2 dm:Z1 0 dm:Z2 0"})
                 nr = await ok(a, "dm-wait", {"name": "M", "event-nr": 0, "timeout": 120})
@@ -185,7 +185,7 @@ def test_export_on_a_socket_with_a_full_backlog_is_refused_without_blocking(
         async with daemon(tmp_path) as (d, a, b):
             await ok(a, "dm-create", {"name": "M", "table": "0 8 zero"})
             before = await state(a)
-            async with LivenessProbe(b) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 await refused(a, "export-add", {"id": "e", "dm": "M", "socket": str(path)},
                               "in use")
                 await probe.more()
@@ -209,7 +209,7 @@ def test_dm_wait_is_answered_when_the_device_is_removed(tmp_path: Path) -> None:
     async def body() -> None:
         async with daemon(tmp_path) as (d, a, b):
             await ok(a, "dm-create", {"name": "v", "table": "0 8 zero"})
-            async with d.client("c") as c, LivenessProbe(c) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 waiter = asyncio.create_task(b.execute("dm-wait", {"name": "v",
                                                                    "event-nr": 0}))
                 # B's commands start in order: once this answers, dm-wait is waiting.
@@ -247,7 +247,7 @@ def test_failed_create_is_invisible_while_it_runs_and_leaves_nothing(tmp_path: P
         server = await asyncio.start_unix_server(silent, path=str(sock))
         async with server, daemon(tmp_path) as (d, a, b):
             before = await state(b)
-            async with d.client("c") as c, LivenessProbe(c) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 create = asyncio.create_task(a.execute("dm-create", {
                     "name": "X", "table": f"0 8 linear nbd+unix:///x?socket={sock} 0"}))
                 await asyncio.wait_for(accepted.wait(), REPLY_TIMEOUT)
@@ -280,12 +280,12 @@ def test_failed_create_is_invisible_while_it_runs_and_leaves_nothing(tmp_path: P
 
 def test_force_remove_of_a_device_in_use_is_refused(tmp_path: Path) -> None:
     async def body() -> None:
-        async with daemon(tmp_path) as (_d, a, b):
+        async with daemon(tmp_path) as (d, a, _b):
             await ok(a, "dm-create", {"name": "S", "table": "0 8 zero"})
             await ok(a, "dm-create", {"name": "U", "table": "0 8 linear dm:S 0"})
             await ok(a, "dev-add", {"name": "X", "uri": "dm:S"})
             before = await state(a)
-            async with LivenessProbe(b) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 await refused(a, "dm-remove", {"name": "S", "force": True}, "'U'", "'X'")
                 await probe.more()
             probe.check()
@@ -302,7 +302,7 @@ def test_force_remove_of_a_device_in_use_is_refused(tmp_path: Path) -> None:
 
 def test_stacking_cycles_are_refused(tmp_path: Path) -> None:
     async def body() -> None:
-        async with daemon(tmp_path) as (_d, a, b):
+        async with daemon(tmp_path) as (d, a, _b):
             await ok(a, "dm-create", {"name": "A", "table": "0 8 zero"})
             await ok(a, "dm-create", {"name": "B", "table": "0 8 linear dm:A 0"})
             await ok(a, "dm-create", {"name": "C", "table": "0 8 linear dm:B 0"})
@@ -311,7 +311,7 @@ def test_stacking_cycles_are_refused(tmp_path: Path) -> None:
             await ok(a, "dm-create", {"name": "T", "table": "0 8 linear X 0"})
             await ok(a, "dev-add", {"name": "Y", "uri": "dm:T"})
             before = await state(a)
-            async with LivenessProbe(b) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 await refused(a, "dm-load", {"name": "A", "table": "0 8 linear dm:B 0"},
                               "cycle")
                 await refused(a, "dm-load", {"name": "A", "table": "0 8 linear dm:C 0"},
@@ -361,14 +361,14 @@ def test_no_python_exception_reaches_a_reply(tmp_path: Path) -> None:
     ]
 
     async def body() -> None:
-        async with daemon(tmp_path) as (_d, a, b):
+        async with daemon(tmp_path) as (d, a, _b):
             await ok(a, "dm-create", {"name": "v", "table": "0 8 dust null:1M 0 512"})
             # null:1Gi was a KeyError: binary units are sizes like the others now.
             await ok(a, "dev-add", {"name": "gi", "uri": "null:1Gi"})
             assert (await ok(a, "query-devs"))[-1]["size"] == 1 << 30
             await ok(a, "dev-remove", {"name": "gi"})
             before = await state(a)
-            async with LivenessProbe(b) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 for cmd, arguments, fragment in cases:
                     await refused(a, cmd, arguments, *([fragment] if fragment else []))
                     assert await state(a) == before, f"{cmd} {_short(arguments)}"
@@ -406,11 +406,11 @@ def test_nonsense_names_sizes_and_counts_are_refused(tmp_path: Path) -> None:
     ]
 
     async def body() -> None:
-        async with daemon(tmp_path) as (_d, a, b):
+        async with daemon(tmp_path) as (d, a, _b):
             await ok(a, "dm-create", {"name": "v", "table": "0 8 zero"})
             await ok(a, "dm-create", {"name": "big", "table": f"0 {1 << 62} zero"})
             before = await state(a)
-            async with LivenessProbe(b) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 for cmd, arguments, fragment in cases:
                     await refused(a, cmd, arguments, fragment)
                     assert await state(a) == before, f"{cmd} {_short(arguments)}"
@@ -434,9 +434,9 @@ def test_truncated_or_deleted_backing_file_is_reported_honestly(tmp_path: Path) 
     image.write_bytes(b"\1" * (1 << 20))
 
     async def body() -> None:
-        async with daemon(tmp_path) as (_d, a, b):
+        async with daemon(tmp_path) as (d, a, _b):
             await ok(a, "dev-add", {"name": "f", "uri": f"file:{image}"})
-            async with LivenessProbe(b) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 (dev,) = await ok(a, "query-devs")
                 assert dev["size"] == 1 << 20 and dev["state"] == "ok"
                 os.truncate(image, 1 << 19)
@@ -500,9 +500,9 @@ def test_protocol_limits_get_error_replies_in_valid_json(tmp_path: Path) -> None
     deep = 2000
 
     async def body() -> None:
-        async with daemon(tmp_path) as (d, _a, b):
+        async with daemon(tmp_path) as (d, _a, _b):
             raw = await RawClient.connect(d.qmp_path)
-            async with LivenessProbe(b) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 for message, why in [
                     (b'{"execute": "query-version", "id": ' + BIG.encode() + b"}",
                      "number"),
@@ -545,12 +545,12 @@ def _rss_kib(pid: int) -> int:
 def test_a_client_that_does_not_read_is_dropped_and_log_lines_stay_short(
         tmp_path: Path) -> None:
     async def body() -> None:
-        async with daemon(tmp_path) as (d, a, b):
+        async with daemon(tmp_path) as (d, a, _b):
             assert d.proc is not None
             rss_before = _rss_kib(d.proc.pid)
             # A small reader buffer: past 128 KiB this client really stops reading.
             raw = await RawClient.connect(d.qmp_path, limit=64 << 10)
-            async with LivenessProbe(b) as probe:
+            async with LivenessProbe(d.qmp_path) as probe:
                 # 20,000 requests, and never a read: the replies pile up in the daemon,
                 # until it hangs up (our writes fail) instead of growing without bound.
                 request = b'{"execute": "query-commands"}'
