@@ -46,6 +46,16 @@ class GuestEvidence:
 
 
 @dataclass
+class EventRecord:
+    """A daemon event (PATH_FAILED, PATH_REINSTATED, DM_EVENT, ...) at the daemon's own
+    time, in seconds since the scenario started."""
+
+    t: float
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class EvidenceRecord:
     """What the scenario had to prove (``declared``: minimum counters), what the daemon
     counted (``observed``: by mapped device / ``export:ID``), and the verdict on it."""
@@ -67,6 +77,7 @@ class ScenarioResult:
     timings: dict[str, float] = field(default_factory=dict)
     iops: list[tuple[float, float, float]] = field(default_factory=list)  # t, read, write
     evidence: EvidenceRecord = field(default_factory=EvidenceRecord)
+    events: list[EventRecord] = field(default_factory=list)
     started_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -117,10 +128,16 @@ class Recorder:
     def __init__(self, result: ScenarioResult) -> None:
         self.result = result
         self.t0 = time.monotonic()
+        self.wall_t0 = time.time()
+        """The same instant on the wall clock (QMP event timestamps are wall time)."""
         result.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     def now(self) -> float:
         return time.monotonic() - self.t0
+
+    def since_start(self, wall: float) -> float:
+        """A wall-clock time (a QMP event's timestamp) in seconds since the start."""
+        return wall - self.wall_t0
 
     @contextlib.asynccontextmanager
     async def step(self, name: str) -> AsyncIterator[StepRecord]:

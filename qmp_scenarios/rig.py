@@ -26,7 +26,7 @@ from .events import EventLog
 from .evidence import Counters, add_counters, counters_from
 from .nbd_server import NbdServer
 from .netns import NetRig
-from .result import Recorder, ScenarioResult
+from .result import EventRecord, Recorder, ScenarioResult
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,18 @@ class Rig:
         now = await self.read_counters()
         add_counters(self.banked, now)
         return now
+
+    def event_records(self) -> list[EventRecord]:
+        """The daemon's events so far, timed by its own timestamps (for the timeline)."""
+        if self._events is None:
+            return []
+        out = []
+        for ev in self._events.events:
+            stamp = ev.get("timestamp", {})
+            wall = float(stamp.get("seconds", 0)) + float(stamp.get("microseconds", 0)) / 1e6
+            out.append(EventRecord(self.rec.since_start(wall), str(ev.get("event", "")),
+                                   dict(ev.get("data", {}))))
+        return out
 
     async def final_counters(self) -> Counters:
         """What the scenario's evidence is judged on: the banked counters plus the

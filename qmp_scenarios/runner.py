@@ -123,6 +123,7 @@ async def run_steps(fn: Callable[[Rig], Awaitable[None]], workdir: Path, *, name
                 await fn(rig)
             finally:
                 observed = await rig.final_counters()
+                result.events = rig.event_records()
                 if rig.guest is not None:
                     try:
                         await collect_guest_errors(rig)
