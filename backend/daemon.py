@@ -559,7 +559,8 @@ class Daemon:
         export = VhostUserBlkExport(
             export_id, md, path, num_queues=num_queues, writable=writable, serial=serial,
             loop=self.loop, on_connected=self._on_export_connected,
-            on_disconnected=self._on_export_disconnected)
+            on_disconnected=self._on_export_disconnected,
+            on_resubmit=self._on_export_resubmit)
         export.start()
         md.open()
         entry = ExportEntry(export_id, dm, path, num_queues, writable, serial, export)
@@ -587,6 +588,10 @@ class Daemon:
     def _on_export_connected(self, export_id: str) -> None:
         self.events.emit("EXPORT_CONNECTED", {"id": export_id})
 
+    def _on_export_resubmit(self, export_id: str, queue: int, count: int) -> None:
+        self.events.emit("EXPORT_RESUBMITTED", {"id": export_id, "queue": queue,
+                                                "count": count})
+
     def _on_export_disconnected(self, export_id: str) -> None:
         self.events.emit("EXPORT_DISCONNECTED", {"id": export_id})
 
@@ -597,6 +602,7 @@ class Daemon:
         drop the guests (a ``reconnect=1`` guest comes back to the next daemon, which
         resubmits whatever did not complete within ``timeout``)."""
         self.draining = True
+        self.quit_requested.set()
         waiting = self.shutdown_status()
         log.info("draining: %s", waiting)
         exports = [e.export for e in self.exports.values()]
@@ -605,8 +611,6 @@ class Daemon:
 
     def shutdown_status(self) -> str:
         """What a shutdown is waiting for, in words (a second SIGTERM or quit says it)."""
-        if not self.draining:
-            return "stopping: not draining yet"
         busy = []
         for e in self.exports.values():
             n = e.export.in_flight

@@ -4,6 +4,11 @@ NBD path servers over a shared disk image, and the recorder of steps and evidenc
 Only public interfaces are used: ``vudm serve`` and QMP for the daemon, guests/ for the
 guest, qemu-storage-daemon for the paths. Each rig has its own work directory, so rigs
 in parallel pytest workers never share a socket or a log.
+
+The daemon runs with a state directory (``workdir/state``), so a scenario can kill it
+(``kill_daemon``) and start it again (``restart_daemon``) on the same QMP socket: the
+rig's QMP client reconnects and its event log goes on, in order; the counters read just
+before each kill are banked (``bank_counters``) and count in the scenario's evidence.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,8 +54,9 @@ class Rig:
         self.net = NetRig() if network else None
         """With ``network``: the daemon runs in the rig's client network namespace, and
         paths added with ``add_nbd_path(..., network=True)`` are nbd:// in their own."""
+        self.state_dir = workdir / "state"
         self.vudm = DaemonProcess(self.run_dir / "vudm", log_path=workdir / "vudm.log",
-                                  extra_args=("--checker-interval", str(checker_interval)),
+                                  extra_args=self._daemon_args(self.state_dir),
                                   prefix=self.net.exec_prefix() if self.net else ())
         self.paths: dict[str, NbdServer] = {}
         self.guest: Guest | None = guest
@@ -97,6 +105,49 @@ class Rig:
             await self.net.close()
         if self.run_dir.is_relative_to(tempfile.gettempdir()):
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _daemon_args(self, state_dir: Path | None) -> tuple[str, ...]:
+        args: tuple[str, ...] = ("--checker-interval", str(self.checker_interval))
+        if state_dir is not None:
+            args += ("--state-dir", str(state_dir))
+        return args
+
+    def signal_daemon(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the daemon and return at once (SIGTERM: it starts draining)."""
+        proc = self.vudm.proc
+        if proc is None or proc.returncode is not None:
+            raise RuntimeError("the vudm daemon is not running")
+        proc.send_signal(sig)
+
+    async def kill_daemon(self, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Bank the daemon's counters, send ``sig``, wait for it to exit; return its exit
+        status (``-9`` for SIGKILL). The QMP client is left disconnected."""
+        await self.bank_counters()
+        self.signal_daemon(sig)
+        assert self.vudm.proc is not None
+        code = await self.vudm.proc.wait()
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # it reports the hang-up it saw
+                await self._client.disconnect()
+        return code
+
+    async def restart_daemon(self, *, keep_state: bool = True) -> float:
+        """Start the daemon again on the same QMP socket and reconnect the rig's client;
+        returns the seconds from spawn to a negotiated QMP session.
+
+        ``keep_state=False`` starts it on a new, empty state directory: the daemon comes
+        back knowing nothing, as one without ``--state-dir`` would.
+        """
+        if self.vudm.proc is not None and self.vudm.proc.returncode is None:
+            raise RuntimeError("the vudm daemon is still running (kill_daemon first)")
+        if not keep_state:
+            self.state_dir = self.workdir / f"state-fresh-{time.monotonic_ns()}"
+            self.vudm.extra_args = self._daemon_args(self.state_dir)
+        t0 = time.monotonic()
+        await self.vudm.start()
+        assert self._client is not None
+        await self._client.connect(str(self.vudm.qmp_path))
+        return time.monotonic() - t0
 
     @property
     def events(self) -> EventLog:

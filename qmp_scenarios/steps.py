@@ -5,6 +5,8 @@ that cannot do its job raises; judging the guest's evidence is the runner's busi
 
 from __future__ import annotations
 
+import signal
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,11 @@ async def boot_guest(rig: Rig, memory_mb: int = 512, vcpus: int = 1) -> Guest:
 
 
 async def attach_disk(rig: Rig, dm: str, disk_id: str, *, num_queues: int = 1,
-                      reconnect: int | None = None) -> str:
-    """Export mapped device ``dm`` and hotplug it into the guest; return its /dev path."""
+                      reconnect: int | None = 1) -> str:
+    """Export mapped device ``dm`` and hotplug it into the guest; return its /dev path.
+
+    The guest's chardev reconnects (``reconnect=1``, QEMU retries every second), so a
+    daemon killed and restarted gets the guest back with its requests in flight."""
     guest = rig.need_guest()
     async with rig.rec.step(f"hotplug {disk_id} ({dm})") as st:
         sock = rig.socket_path(f"{disk_id}.sock")
@@ -295,3 +300,69 @@ async def wait_dm_event(rig: Rig, name: str, after_event_nr: int,
         nr = int(ret["event-nr"])
         st.detail = f"event-nr {nr}"
     return nr
+
+
+# -- the daemon itself ----------------------------------------------------------------
+
+
+async def kill_daemon(rig: Rig, sig: signal.Signals = signal.SIGKILL) -> float:
+    """Kill the vudm daemon with ``sig``; returns the scenario time of the kill."""
+    async with rig.rec.step(f"kill vudm ({sig.name})") as st:
+        code = await rig.kill_daemon(sig)
+        st.detail = f"exit status {code}"
+    return rig.rec.now()
+
+
+async def sigterm_and_ask(rig: Rig) -> str:
+    """SIGTERM the daemon (it drains: nothing new popped, in-flight I/O completes) and
+    send ``quit`` while it drains; returns what the daemon says it waits for."""
+    async with rig.rec.step("SIGTERM vudm; quit while it drains") as st:
+        rig.signal_daemon(signal.SIGTERM)
+        for _ in range(2):  # a quit that beats the signal starts the drain itself
+            try:
+                await rig.qmp("quit")
+            except Exception as e:  # the answer we want is this refusal
+                st.detail = str(e)[:300]
+                break
+        if "waiting for" not in st.detail:
+            raise RuntimeError(f"quit while draining said: {st.detail!r}")
+    return st.detail
+
+
+async def restart_daemon(rig: Rig, *, keep_state: bool = True) -> float:
+    """Start vudm again on the same QMP socket (same state directory unless
+    ``keep_state=False``); the restart time goes into ``timings`` as
+    ``daemon_restart_N`` (spawn to negotiated QMP)."""
+    what = "same state dir" if keep_state else "without its state"
+    async with rig.rec.step(f"restart vudm ({what})") as st:
+        took = await rig.restart_daemon(keep_state=keep_state)
+        n = sum(1 for k in rig.result.timings if k.startswith("daemon_restart_")) + 1
+        rig.result.timings[f"daemon_restart_{n}"] = took
+        st.detail = f"{took:.2f}s to QMP"
+    return took
+
+
+async def wait_guest_writes_since(rig: Rig, disk: str, writes: int, since: float,
+                                  timeout: float = 60.0) -> float:
+    """Wait until the guest's write count exceeds ``writes``; return the seconds from
+    scenario time ``since`` (e.g. a kill) to then."""
+    async with rig.rec.step(f"wait for guest writes on {disk} beyond {writes}") as st:
+        res = await rig.need_guest().run(wait_for_ios_command(disk, writes + 1), timeout)
+        if res.exit_code != 0:
+            raise RuntimeError(f"waiting for guest writes failed: {res.stderr[-300:]}")
+        took = rig.rec.now() - since
+        st.detail = f"{took:.2f}s"
+    return took
+
+
+def record_distribution(rig: Rig, prefix: str, values: list[float]) -> None:
+    """``PREFIX_p50``, ``_p99``, ``_max`` (and ``_n``) of ``values`` into timings."""
+    if not values:
+        return
+    ordered = sorted(values)
+    rig.result.timings[f"{prefix}_p50"] = statistics.median(ordered)
+    # nearest rank: with 20 values, p99 is the largest
+    rank = max(0, min(len(ordered) - 1, -(-99 * len(ordered) // 100) - 1))
+    rig.result.timings[f"{prefix}_p99"] = ordered[rank]
+    rig.result.timings[f"{prefix}_max"] = ordered[-1]
+    rig.result.timings[f"{prefix}_n"] = float(len(ordered))

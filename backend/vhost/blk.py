@@ -93,8 +93,10 @@ class VirtioBlkDevice:
         blk_size: int = 512,
         name: str = "vhost-user-blk",
         lib: LibVhostUser | None = None,
+        on_resubmit: Callable[[int, int], None] | None = None,
     ) -> None:
         self.sink = sink
+        self._on_resubmit = on_resubmit
         self.writable = writable
         self.num_queues = num_queues
         self.serial = serial.encode()[:20]
@@ -198,6 +200,11 @@ class VirtioBlkDevice:
                 self.resubmitted += resubmit
                 self.log.info("queue %d: resubmitting %d requests in flight before the "
                               "reconnect", qidx, resubmit)
+                if self._on_resubmit is not None:
+                    try:
+                        self._on_resubmit(qidx, resubmit)
+                    except BaseException:
+                        self.log.exception("resubmit callback failed")
         # Plugged: the requests of this kick reach the disk in one batch, right after
         # the last pop rather than a loop turn later.
         with PLUG:
@@ -322,6 +329,7 @@ class VhostUserBlkExport:
         loop: asyncio.AbstractEventLoop | None = None,
         on_connected: Callable[[str], None] | None = None,
         on_disconnected: Callable[[str], None] | None = None,
+        on_resubmit: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.id = export_id
         self.sink = sink
@@ -331,8 +339,10 @@ class VhostUserBlkExport:
         self.serial = serial
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
-        self.device = VirtioBlkDevice(sink, writable=writable, num_queues=num_queues,
-                                      serial=serial, name=export_id)
+        self.device = VirtioBlkDevice(
+            sink, writable=writable, num_queues=num_queues, serial=serial, name=export_id,
+            on_resubmit=(None if on_resubmit is None
+                         else lambda q, n: on_resubmit(export_id, q, n)))
         self.server = VhostUserServer(
             self.socket_path, self.device, max_queues=num_queues, loop=loop,
             on_connected=self._connected, on_disconnected=self._disconnected,

@@ -1,3 +1,3 @@
 """The scenario library; importing it registers every scenario."""
 
-from . import basic, failover, network, seed001  # noqa: F401
+from . import basic, failover, network, restart, seed001  # noqa: F401

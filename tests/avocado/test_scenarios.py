@@ -20,6 +20,18 @@ class Scenarios(VudmTest):
     def test_demo(self) -> None:
         self._run("demo")
 
+    def test_daemon_kill_during_suspend(self) -> None:
+        self._run("daemon-kill-during-suspend")
+
+    def test_daemon_kill_loop(self) -> None:
+        self._run("daemon-kill-loop")
+
+    def test_daemon_kill_parked(self) -> None:
+        self._run("daemon-kill-parked")
+
+    def test_daemon_kill_stateless_eio(self) -> None:
+        self._run("daemon-kill-stateless-eio")
+
     def test_error_target_eio(self) -> None:
         self._run("error-target-eio")
 
