@@ -11,18 +11,19 @@ IOPS_LOG = "/tmp/vudm-io"
 
 def verify_writes(disk: str, *, size: str = "32M", rate_iops: int = 1000,
                   iodepth: int = 8, bs: str = "4k", name: str = "verify",
-                  fsync_every: int = 0) -> FioJob:
+                  fsync_every: int = 0, backlog: int | None = 128) -> FioJob:
     """Random writes at a steady rate with every block read back and checked.
 
     The rate keeps I/O flowing for ``size / bs / rate_iops`` seconds, so a scenario's
     steps (kill a path, suspend, reload) happen while writes are in flight; blocks are
     verified during the run (``verify_backlog``) and all of them again at the end.
     ``fsync_every`` N > 0 sends a flush (fsync of the device) after every N writes.
+    ``backlog=None`` verifies only at the end: until then every request is a write.
     """
     flush = (("fsync", str(fsync_every)),) if fsync_every else ()
     return FioJob(
         filename=disk, rw="randwrite", bs=bs, iodepth=iodepth, size=size, verify=True,
-        verify_backlog=128, name=name,
+        verify_backlog=backlog, name=name,
         extra=(("rate_iops", str(rate_iops)), ("write_iops_log", IOPS_LOG),
                ("log_avg_msec", "500"), ("per_job_logs", "0"), *flush),
     )

@@ -82,7 +82,7 @@ async def daemon_kill_loop(rig: Rig) -> None:
         # One short verified run per kill, unthrottled so that 16 writes are in flight
         # when the kill lands (64 writes in); every run's blocks are verified after the
         # restart, by fio reading them back.
-        io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1_000_000,
+        io = await start_io(rig, verify_writes(disk, size="8M", rate_iops=1_000_000,
                                                iodepth=16), flowing=64)
         killed_at = await kill_daemon(rig)
         before = await guest_writes(rig, disk)  # nothing completes while vudm is dead
@@ -126,7 +126,9 @@ async def daemon_kill_stateless_eio(rig: Rig) -> None:
           "a fresh path, resume: every parked write completes")
 async def daemon_kill_parked(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1000), flowing=100)
+    # Verified at the end only, so what queues when the paths die are writes.
+    io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1000, backlog=None),
+                        flowing=100)
     for p in ("p0", "p1"):
         await kill_path(rig, p, wait_failed="mp")
     await guest_shell(rig, "wait until guest writes are queued in vudm",
