@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from .errors import ProtocolError
 
@@ -26,8 +27,10 @@ MAX_INT_DIGITS = 1000
 so (a 401-digit timeout is refused by the command), far below Python's 4,300."""
 
 _WHITESPACE = frozenset(b" \t\r\n")
-# Outside strings a JSON container holds only these: punctuation, numbers, literals.
-_VALUE_CHARS = frozenset(b"{}[],:-+.0123456789eE" b"truefalsn" b" \t\r\n")
+# Outside strings a JSON container holds only punctuation, numbers and literals: the
+# next byte that is not one of those, or that opens a string or a container, matters.
+_VALUE_STOP = re.compile(rb'[{}\[\]"]|[^,:\-+.0-9eEtruefalsn \t\r\n]')
+_STRING_BODY = re.compile(rb'(?:[^"\\]|\\.)*', re.DOTALL)
 
 
 class JSONSplitter:
@@ -44,13 +47,24 @@ class JSONSplitter:
         """Why the message being read will be refused (it is counted, not stored)."""
 
     def feed(self, data: bytes) -> list[object]:
-        """Values completed by ``data``, in order; malformed ones as ProtocolError."""
+        """Values completed by ``data``, in order; malformed ones as ProtocolError.
+
+        The bytes between two that matter (a quote, a bracket, a backslash in a string)
+        are found by a regular expression and kept in one slice: a 1 MiB string costs
+        a few C-speed searches, not a million Python steps on the daemon's loop.
+        """
         out: list[object] = []
-        for byte in data:
+        i, n = 0, len(data)
+        while i < n:
             if self._skip_line:
-                self._skip_line = byte != 0x0A
-                continue
-            if self._depth == 0:
+                j = data.find(b"\n", i)
+                if j < 0:
+                    break
+                self._skip_line = False
+                i = j + 1
+            elif self._depth == 0:
+                byte = data[i]
+                i += 1
                 if byte in _WHITESPACE:
                     continue
                 if byte in b"{[":
@@ -58,31 +72,51 @@ class JSONSplitter:
                     self._depth = 1
                     continue
                 out.append(self._fail(byte, f"unexpected character {chr(byte)!r}"))
-                continue
-            if self._discard is None:
-                self._buf.append(byte)
-                if len(self._buf) > self.limit:
-                    self._start_discard(f"message longer than {self.limit} bytes")
-            if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif byte == 0x5C:  # backslash
+            elif self._escaped:
+                self._keep(data[i:i + 1])
+                self._escaped = False
+                i += 1
+            elif self._in_string:
+                # The string's body, escapes included, up to its closing quote (or to a
+                # backslash that is the last byte we have).
+                j = _STRING_BODY.match(data, i).end()  # type: ignore[union-attr]
+                if j == n:
+                    self._keep(data[i:])
+                    break
+                self._keep(data[i:j + 1])
+                i = j + 1
+                if data[j] == 0x5C:  # backslash
                     self._escaped = True
-                elif byte == 0x22:  # quote
+                else:
                     self._in_string = False
-            elif byte == 0x22:
-                self._in_string = True
-            elif byte in b"{[":
-                self._depth += 1
-                if self._depth > MAX_DEPTH and self._discard is None:
-                    self._start_discard(f"message nested deeper than {MAX_DEPTH} levels")
-            elif byte in b"}]":
-                self._depth -= 1
-                if self._depth == 0:
-                    out.append(self._complete())
-            elif byte not in _VALUE_CHARS:
-                out.append(self._fail(byte, f"invalid character {chr(byte)!r}"))
+            else:
+                m = _VALUE_STOP.search(data, i)
+                if m is None:
+                    self._keep(data[i:])
+                    break
+                j = m.start()
+                byte = data[j]
+                self._keep(data[i:j + 1])
+                i = j + 1
+                if byte == 0x22:  # quote
+                    self._in_string = True
+                elif byte in b"{[":
+                    self._depth += 1
+                    if self._depth > MAX_DEPTH and self._discard is None:
+                        self._start_discard(f"message nested deeper than {MAX_DEPTH} levels")
+                elif byte in b"}]":
+                    self._depth -= 1
+                    if self._depth == 0:
+                        out.append(self._complete())
+                else:
+                    out.append(self._fail(byte, f"invalid character {chr(byte)!r}"))
         return out
+
+    def _keep(self, chunk: bytes) -> None:
+        if self._discard is None:
+            self._buf += chunk
+            if len(self._buf) > self.limit:
+                self._start_discard(f"message longer than {self.limit} bytes")
 
     def _start_discard(self, reason: str) -> None:
         self._discard = reason

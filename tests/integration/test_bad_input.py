@@ -551,18 +551,23 @@ def test_a_client_that_does_not_read_is_dropped_and_log_lines_stay_short(
             # A small reader buffer: past 128 KiB this client really stops reading.
             raw = await RawClient.connect(d.qmp_path, limit=64 << 10)
             async with LivenessProbe(d.qmp_path) as probe:
-                # 20,000 requests, and never a read: the replies pile up in the daemon,
-                # until it hangs up (our writes fail) instead of growing without bound.
+                # Requests by the thousand, and never a read: the replies pile up in the
+                # daemon until it hangs up (our writes fail). It must do so before it has
+                # grown by 64 MiB (main grew to 400 MB on 20,000 of them).
                 request = b'{"execute": "query-commands"}'
                 closed = False
+                rss_peak = rss_before
                 try:
-                    for _ in range(20):
+                    for _ in range(200):
                         raw.writer.write(request * 1000)
                         await asyncio.wait_for(raw.writer.drain(), REPLY_TIMEOUT)
+                        rss_peak = max(rss_peak, _rss_kib(d.proc.pid))
+                        assert rss_peak - rss_before < 64 << 10, (
+                            f"the daemon grew by {rss_peak - rss_before} KiB for one client")
                 except ConnectionError:
                     closed = True
                 await probe.more(5)
-                rss_peak = _rss_kib(d.proc.pid)
+                rss_peak = max(rss_peak, _rss_kib(d.proc.pid))
                 assert closed, "the daemon kept a client that reads nothing"
                 log_before = d.log_path.stat().st_size
                 await refused(a, "dev-add", {"name": "n" * (1 << 20), "uri": "null:1M"},
