@@ -429,6 +429,10 @@ class Daemon:
             await md.resume()
             self._release_unused_tables(name)
         self.events.emit("DM_RESUMED", {"name": name})
+        # a resume may bind a table of another size (dm's resize): the guests see it
+        for export in self.exports.values():
+            if export.dm == name:
+                export.export.capacity_changed()
 
     async def message_dm(self, name: str, sector: int, message: str) -> str:
         md = self.mapped_entry(name).md

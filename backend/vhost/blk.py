@@ -109,6 +109,8 @@ class VirtioBlkDevice:
         self.rejected = 0
         self.resubmitted = 0
         """Requests the front-end's inflight region handed back after a reconnect."""
+        self.queue_ios = [0] * num_queues
+        """Requests popped from each virtqueue: which queues carried the guest's I/O."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._running = False
@@ -141,6 +143,25 @@ class VirtioBlkDevice:
         # Re-read the size: the sink's table may have been reloaded since the last look.
         self.geometry = self._geometry()
         return self.geometry.config(length)
+
+    def capacity_changed(self) -> bool:
+        """Re-read the sink's size; if it changed, take the new geometry (so requests
+        up to the new end are accepted) and tell the connected front-end, which raises
+        a config-change interrupt: the guest sees the new capacity without a re-plug.
+        Returns whether a front-end was told."""
+        geometry = self._geometry()
+        if geometry.capacity == self.geometry.capacity:
+            return False
+        self.log.info("capacity %d -> %d sectors", self.geometry.capacity,
+                      geometry.capacity)
+        self.geometry = geometry
+        vudev = self._vudev
+        if not self._running or vudev is None:
+            return False
+        told = vudev.notify_config_change()
+        if not told:
+            self.log.warning("front-end not told of the new capacity (no backend channel)")
+        return told
 
     def set_config(self, data: bytes, offset: int, flags: int) -> bool:
         self.log.info("guest wrote %d config bytes at %d: not writable", len(data), offset)
@@ -220,6 +241,7 @@ class VirtioBlkDevice:
                     self._finish(vq, elem, 0)
 
     def _start(self, qidx: int, vq: int, elem: int) -> None:
+        self.queue_ios[qidx] += 1
         _index, out_num, in_num, in_sg_addr, out_sg_addr = _ELEM.unpack(
             _string_at(elem, _ELEM_SIZE))
         if out_sg_addr == in_sg_addr + 16 * in_num:
@@ -360,6 +382,14 @@ class VhostUserBlkExport:
     @property
     def resubmitted(self) -> int:
         return self.device.resubmitted
+
+    @property
+    def queue_ios(self) -> list[int]:
+        return list(self.device.queue_ios)
+
+    def capacity_changed(self) -> bool:
+        """After a resume: announce a new size to the guest (see VirtioBlkDevice)."""
+        return self.device.capacity_changed()
 
     @property
     def size_bytes(self) -> int:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
+import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -25,6 +27,9 @@ from backend.vhost.abi import VhostUserMsg, VuDev, VuDevIface
 from backend.vhost.libvhost import LibVhostUser
 
 log = logging.getLogger(__name__)
+
+_CONFIG_CHANGE = struct.Struct("<III")
+"""A vhost-user message header: request, flags, payload size."""
 
 
 class VhostUserError(VudmError):
@@ -135,6 +140,25 @@ class VuDevice:
         self.lib.vu_deinit(self.ptr)
         for fd in list(self._watched):
             self._remove_watch(self.ptr, fd)
+
+    def notify_config_change(self) -> bool:
+        """Tell the front-end its config space changed (a resized disk): the backend
+        request VHOST_USER_SLAVE_CONFIG_CHANGE_MSG on the backend channel, which QEMU
+        turns into a virtio config-change interrupt. QEMU 7.2's libvhost-user has no
+        vu_config_change_msg yet, so the 12-byte header (no payload, no reply asked) is
+        written here; nothing else writes that channel (libvhost-user does only for host
+        notifiers, unused here). False when the front-end gave no backend channel."""
+        fd = self._dev.slave_fd
+        if not self._connected or fd < 0:
+            return False
+        header = _CONFIG_CHANGE.pack(libvhost.VHOST_USER_SLAVE_CONFIG_CHANGE_MSG,
+                                     libvhost.VHOST_USER_VERSION, 0)
+        try:
+            sent = os.write(fd, header)
+        except OSError as e:
+            self.log.warning("config change not sent: %s", e.strerror)
+            return False
+        return sent == len(header)
 
     def get_queue(self, qidx: int) -> int:
         """Address of VuVirtq ``qidx`` (valid from init to deinit)."""

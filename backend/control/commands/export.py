@@ -19,7 +19,8 @@ def describe_export(entry: ExportEntry) -> dict[str, object]:
     return {"id": entry.id, "dm": entry.dm, "socket": str(entry.socket),
             "connected": entry.connected, "num-queues": entry.num_queues,
             "writable": entry.writable, "serial": entry.serial,
-            "resubmitted": entry.export.resubmitted}
+            "resubmitted": entry.export.resubmitted,
+            "queue-ios": entry.export.queue_ios}
 
 
 @command("export-add", Arg("id", STR, check=name), Arg("dm", STR, check=name),
