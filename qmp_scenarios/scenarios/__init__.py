@@ -1,3 +1,12 @@
 """The scenario library; importing it registers every scenario."""
 
-from . import basic, failover, network, restart, seed001  # noqa: F401
+from . import (  # noqa: F401
+    basic,
+    failover,
+    faults,
+    network,
+    queues,
+    restart,
+    seed001,
+    stacking,
+)

@@ -17,6 +17,12 @@ class Scenarios(VudmTest):
     def _run(self, name: str) -> None:
         self.run_scenario(name)
 
+    def test_delay_suspend(self) -> None:
+        self._run("delay-suspend")
+
+    def test_delay_suspend_error_eio(self) -> None:
+        self._run("delay-suspend-error-eio")
+
     def test_demo(self) -> None:
         self._run("demo")
 
@@ -32,8 +38,23 @@ class Scenarios(VudmTest):
     def test_daemon_kill_stateless_eio(self) -> None:
         self._run("daemon-kill-stateless-eio")
 
+    def test_dust_bad_blocks(self) -> None:
+        self._run("dust-bad-blocks")
+
+    def test_dust_bad_blocks_rewritten(self) -> None:
+        self._run("dust-bad-blocks-rewritten")
+
     def test_error_target_eio(self) -> None:
         self._run("error-target-eio")
+
+    def test_flakey_drop_writes(self) -> None:
+        self._run("flakey-drop-writes")
+
+    def test_flakey_error_reads_eio(self) -> None:
+        self._run("flakey-error-reads-eio")
+
+    def test_flakey_error_reads_failover(self) -> None:
+        self._run("flakey-error-reads-failover")
 
     def test_flush_no_path_fail_eio(self) -> None:
         self._run("flush-no-path-fail-eio")
@@ -53,6 +74,18 @@ class Scenarios(VudmTest):
     def test_linear_verify(self) -> None:
         self._run("linear-verify")
 
+    def test_mpath_over_flakey(self) -> None:
+        self._run("mpath-over-flakey")
+
+    def test_mpath_over_flakey_both_down_eio(self) -> None:
+        self._run("mpath-over-flakey-both-down-eio")
+
+    def test_multiqueue(self) -> None:
+        self._run("multiqueue")
+
+    def test_multiqueue_error_eio(self) -> None:
+        self._run("multiqueue-error-eio")
+
     def test_path_churn(self) -> None:
         self._run("path-churn")
 
@@ -64,6 +97,12 @@ class Scenarios(VudmTest):
 
     def test_path_partition_no_queue_eio(self) -> None:
         self._run("path-partition-no-queue-eio")
+
+    def test_resize(self) -> None:
+        self._run("resize")
+
+    def test_resize_error_eio(self) -> None:
+        self._run("resize-error-eio")
 
     def test_seed001_flush_suspend_eio(self) -> None:
         self._run("seed001-flush-suspend-eio")
