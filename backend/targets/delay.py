@@ -69,6 +69,8 @@ class DelayTarget(Target):
         self.read, self.write, self.flush = (self._class(args[i:i + 3]) for i in starts)
         self.delayed: deque[tuple[float, Clone, DelayClass]] = deque()
         self.may_delay = True
+        self.issued_early = 0
+        """Evidence: delayed I/Os a presuspend issued before their time."""
         self.timebase: TimeBase | None = None
         """None: the running event loop (tests put a manual clock here)."""
         self._timer: Cancellable | None = None
@@ -149,6 +151,7 @@ class DelayTarget(Target):
         self.may_delay = False
         self._cancel_timer()
         issued = self._flush_delayed(flush_all=True)
+        self.issued_early += issued
         if issued:
             self.log.info("%s: presuspend issued %d delayed I/Os early",
                           self.context.device_name, issued)
@@ -171,7 +174,8 @@ class DelayTarget(Target):
         """Evidence: I/Os delayed, per class and in all."""
         classes = {"read": self.read, "write": self.write, "flush": self.flush}
         per = {name: cls.delayed for name, cls in classes.items()}
-        return {"delayed": sum(per.values()), "delayed-by-class": per}
+        return {"delayed": sum(per.values()), "delayed-by-class": per,
+                "issued-early": self.issued_early}
 
     def status(self, kind: StatusType) -> str:
         if kind is StatusType.INFO:

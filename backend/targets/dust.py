@@ -56,6 +56,8 @@ class DustTarget(Target):
         self.quiet = False
         self.faults = 0
         """Evidence: reads and writes failed on a bad block."""
+        self.rewritten = 0
+        """Evidence: bad blocks taken off the list by a write."""
         self.max_io_len = self.sect_per_block  # a clone never spans two blocks
 
     # --- I/O -------------------------------------------------------------------------
@@ -82,6 +84,7 @@ class DustTarget(Target):
             self.faults += 1
             return MapResult.KILL
         del self.badblocks[block]
+        self.rewritten += 1
         self._info("block %d removed from badblocklist by write", block)
         return MapResult.REMAPPED
 
@@ -154,8 +157,8 @@ class DustTarget(Target):
         return text
 
     def stats(self) -> dict[str, object]:
-        """Evidence: I/Os failed on a bad block."""
-        return {"faults": self.faults}
+        """Evidence: I/Os failed on a bad block; bad blocks rewritten (off the list)."""
+        return {"faults": self.faults, "rewritten": self.rewritten}
 
     def status(self, kind: StatusType) -> str:
         if kind is StatusType.TABLE:

@@ -111,6 +111,9 @@ class VirtioBlkDevice:
         """Requests the front-end's inflight region handed back after a reconnect."""
         self.queue_ios = [0] * num_queues
         """Requests popped from each virtqueue: which queues carried the guest's I/O."""
+        self.config_changes = 0
+        """Times the front-end was told of a new capacity."""
+        """Requests popped from each virtqueue: which queues carried the guest's I/O."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._running = False
@@ -159,6 +162,7 @@ class VirtioBlkDevice:
         if not self._running or vudev is None:
             return False
         told = vudev.notify_config_change()
+        self.config_changes += told
         if not told:
             self.log.warning("front-end not told of the new capacity (no backend channel)")
         return told
@@ -386,6 +390,10 @@ class VhostUserBlkExport:
     @property
     def queue_ios(self) -> list[int]:
         return list(self.device.queue_ios)
+
+    @property
+    def config_changes(self) -> int:
+        return self.device.config_changes
 
     def capacity_changed(self) -> bool:
         """After a resume: announce a new size to the guest (see VirtioBlkDevice)."""

@@ -39,7 +39,8 @@ async def _image(rig: Rig) -> int:
 @scenario("flakey-drop-writes", "flakey with drop_writes (1 s up, 1 s down) under "
           "verified writes: the writes dropped while down complete as if done, so the "
           "device reports no error and only the guest's own verify can catch the loss",
-          expect="verify-fails")
+          expect="verify-fails", family="flakey",
+          evidence={"fl": {"targets.0.faults": 1, "ios": 100}})
 async def flakey_drop_writes(rig: Rig) -> None:
     sectors = await _image(rig)
     await create_dm(rig, "fl", f"0 {sectors} flakey img 0 1 1 1 drop_writes")
@@ -65,7 +66,11 @@ async def _flakey_reads_mpath(rig: Rig, *, queue_if_no_path: bool) -> str:
 
 @scenario("flakey-error-reads-failover", "twin of flakey-drop-writes: flakey failing "
           "reads while down, as one path of a multipath whose other path is healthy: "
-          "verified writes and reads fail over, no EIO, verify passes")
+          "verified writes and reads fail over, no EIO, verify passes",
+          family="flakey",
+          evidence={"f0": {"targets.0.faults": 1},
+                    "mp": {"targets.0.path-failures": 1, "targets.0.paths.pf0.ios": 1,
+                           "targets.0.paths.pl1.ios": 100}})
 async def flakey_error_reads_failover(rig: Rig) -> None:
     disk = await _flakey_reads_mpath(rig, queue_if_no_path=True)
     io = await start_io(rig, verify_writes(disk, size="8M", rate_iops=1000))
@@ -73,7 +78,8 @@ async def flakey_error_reads_failover(rig: Rig) -> None:
 
 
 @scenario("flakey-error-reads-eio", "sibling: flakey failing reads while down, alone "
-          "(no multipath): the guest's verify reads get EIO", expect="eio")
+          "(no multipath): the guest's verify reads get EIO", expect="eio",
+          family="flakey", evidence={"fl": {"targets.0.faults": 1, "eio": 1}})
 async def flakey_error_reads_eio(rig: Rig) -> None:
     sectors = await _image(rig)
     await create_dm(rig, "fl", f"0 {sectors} flakey img 0 1 1 1 error_reads")
@@ -107,7 +113,9 @@ async def _held_writes(rig: Rig) -> tuple[int, FioHandle]:
 @scenario("delay-suspend", "delay holding writes for 4 s under verified writes; a "
           "noflush suspend issues the held writes at presuspend (it must end in half the "
           "delay, never wait it out); a linear table without delay is loaded and resumed; "
-          "no EIO, verify passes")
+          "no EIO, verify passes", family="delay-suspend",
+          evidence={"dl": {"targets.0.delayed": 1, "targets.0.issued-early": 1,
+                           "ios": 100}})
 async def delay_suspend(rig: Rig) -> None:
     sectors, io = await _held_writes(rig)
     await load_table(rig, "dl", f"0 {sectors} linear img 0")
@@ -116,7 +124,9 @@ async def delay_suspend(rig: Rig) -> None:
 
 
 @scenario("delay-suspend-error-eio", "sibling: the same held writes and noflush "
-          "suspend, then an error table is loaded: the guest gets EIO", expect="eio")
+          "suspend, then an error table is loaded: the guest gets EIO", expect="eio",
+          family="delay-suspend",
+          evidence={"dl": {"targets.0.issued-early": 1, "eio": 1}})
 async def delay_suspend_error(rig: Rig) -> None:
     sectors, io = await _held_writes(rig)
     await load_table(rig, "dl", f"0 {sectors} error")
@@ -144,7 +154,8 @@ async def _bad_blocks(rig: Rig) -> str:
 @scenario("dust-bad-blocks", "dust with 8 bad blocks added by message: the guest's "
           "fio read of the first MiB gets EIO; the guest then rewrites those blocks, "
           "which takes them off the list, and reads them back without error",
-          expect="eio")
+          expect="eio", family="dust-bad-blocks",
+          evidence={"du": {"targets.0.faults": 1, "targets.0.rewritten": 8, "eio": 1}})
 async def dust_bad_blocks(rig: Rig) -> None:
     disk = await _bad_blocks(rig)
     io = await start_io(rig, FioJob(filename=disk, rw="read", bs="4k", iodepth=8,
@@ -164,7 +175,8 @@ async def dust_bad_blocks(rig: Rig) -> None:
 
 @scenario("dust-bad-blocks-rewritten", "sibling with no EIO: the same bad blocks, but "
           "the guest's verified writes cover them before any read: each write takes its "
-          "block off the list, every verify read passes")
+          "block off the list, every verify read passes", family="dust-bad-blocks",
+          evidence={"du": {"targets.0.rewritten": 8, "ios": 256}})
 async def dust_bad_blocks_rewritten(rig: Rig) -> None:
     disk = await _bad_blocks(rig)
     io = await start_io(rig, verify_writes(disk, size="1M", rate_iops=1000))

@@ -67,7 +67,10 @@ def _grew(before: list[int], after: list[int]) -> None:
 
 @scenario("multiqueue", "2 vCPUs, num-queues=2, two verified-write fio jobs pinned one "
           "per CPU; a noflush suspend + reload + resume while both queues are busy; both "
-          "queues carry I/O before and after (query-exports queue-ios); no EIO")
+          "queues carry I/O before and after (query-exports queue-ios); no EIO",
+          family="multiqueue",
+          evidence={"export:d0": {"queue-ios.0": 500, "queue-ios.1": 500},
+                    "vol": {"ios": 1000}})
 async def multiqueue(rig: Rig) -> None:
     sectors, disk, io = await _two_queues(rig)
     before = await queue_ios(rig, "d0")
@@ -81,7 +84,10 @@ async def multiqueue(rig: Rig) -> None:
 
 
 @scenario("multiqueue-error-eio", "sibling: the same two busy queues, then an error "
-          "table is loaded in the noflush suspend: the guest gets EIO", expect="eio")
+          "table is loaded in the noflush suspend: the guest gets EIO", expect="eio",
+          family="multiqueue",
+          evidence={"export:d0": {"queue-ios.0": 50, "queue-ios.1": 50},
+                    "vol": {"eio": 1}})
 async def multiqueue_error(rig: Rig) -> None:
     sectors, _, io = await _two_queues(rig)
     _grew([0, 0], await queue_ios(rig, "d0"))
@@ -126,7 +132,8 @@ def _past_old_end(disk: str, half_bytes: int) -> FioJob:
 
 @scenario("resize", "a table reload to a device twice as big, resumed: the guest sees "
           "the new capacity in /sys/block/vdX/size without a re-plug (virtio config "
-          "change), and verified writes past the old end pass")
+          "change), and verified writes past the old end pass", family="resize",
+          evidence={"export:d0": {"config-changes": 1}, "vol": {"pieces.1": 100}})
 async def resize(rig: Rig) -> None:
     half_sectors = rig.image_mb * MIB_SECTORS // 2
     disk = await _grow(rig, f"linear img {half_sectors}")
@@ -135,7 +142,9 @@ async def resize(rig: Rig) -> None:
 
 
 @scenario("resize-error-eio", "sibling: the same resize with an error target in the "
-          "grown part: the guest's writes past the old end get EIO", expect="eio")
+          "grown part: the guest's writes past the old end get EIO", expect="eio",
+          family="resize",
+          evidence={"export:d0": {"config-changes": 1}, "vol": {"pieces.1": 1, "eio": 1}})
 async def resize_error(rig: Rig) -> None:
     half_sectors = rig.image_mb * MIB_SECTORS // 2
     disk = await _grow(rig, "error")

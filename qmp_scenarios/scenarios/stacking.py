@@ -32,7 +32,11 @@ async def _mpath_over_flakey(rig: Rig, f0: str, f1: str, *,
 
 @scenario("mpath-over-flakey", "stacking: multipath over two flakey dm: devices; f0 "
           "fails every I/O 1 s out of every 3, f1 stays up; the target fails f0 over "
-          "to f1, the checker reinstates it when it is up again; no EIO, verify passes")
+          "to f1, the checker reinstates it when it is up again; no EIO, verify passes",
+          family="mpath-over-flakey",
+          evidence={"f0": {"targets.0.faults": 1},
+                    "mp": {"targets.0.path-failures": 1, "targets.0.paths.pf0.ios": 1,
+                           "targets.0.paths.pf1.ios": 100}})
 async def mpath_over_flakey(rig: Rig) -> None:
     io = await _mpath_over_flakey(rig, "2 1", "3600 1", queue_if_no_path=True)
     await wait_io(rig, io)
@@ -40,7 +44,9 @@ async def mpath_over_flakey(rig: Rig) -> None:
 
 @scenario("mpath-over-flakey-both-down-eio", "sibling: both flakey devices down 1 s "
           "out of every 3, at the same time, and no queue_if_no_path: the guest gets EIO",
-          expect="eio")
+          expect="eio", family="mpath-over-flakey",
+          evidence={"f0": {"targets.0.faults": 1}, "f1": {"targets.0.faults": 1},
+                    "mp": {"targets.0.path-failures": 2, "eio": 1}})
 async def mpath_over_flakey_both_down(rig: Rig) -> None:
     io = await _mpath_over_flakey(rig, "2 1", "2 1", queue_if_no_path=False)
     await wait_io(rig, io)

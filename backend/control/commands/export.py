@@ -20,7 +20,8 @@ def describe_export(entry: ExportEntry) -> dict[str, object]:
             "connected": entry.connected, "num-queues": entry.num_queues,
             "writable": entry.writable, "serial": entry.serial,
             "resubmitted": entry.export.resubmitted,
-            "queue-ios": entry.export.queue_ios}
+            "queue-ios": entry.export.queue_ios,
+            "config-changes": entry.export.config_changes}
 
 
 @command("export-add", Arg("id", STR, check=name), Arg("dm", STR, check=name),

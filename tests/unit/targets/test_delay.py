@@ -145,7 +145,8 @@ def test_reads_wait_for_their_delay() -> None:
     assert read.data() == b"R" * SECTOR_SIZE
     assert md.status() == "0 64 delay 0 0 0"
     assert md.stats()["targets"] == [
-        {"delayed": 1, "delayed-by-class": {"read": 1, "write": 0, "flush": 0}}]
+        {"delayed": 1, "delayed-by-class": {"read": 1, "write": 0, "flush": 0},
+         "issued-early": 0}]
 
 
 def test_each_class_has_its_device_and_delay() -> None:
@@ -201,6 +202,7 @@ def test_presuspend_issues_everything_at_once(caplog: pytest.LogCaptureFixture) 
         assert [io.status for io in ios] == [Status.OK] * 3
         assert clock.armed == []
         assert "dl: presuspend issued 3 delayed I/Os early" in caplog.messages
+        assert md.stats()["targets"][0]["issued-early"] == 3
         await md.resume()
         later = Io(md, Op.READ, 0)
         assert later.status is None  # delaying again after resume

@@ -135,7 +135,7 @@ def test_bad_block_reads_fail_only_while_enabled() -> None:
     # evidence: three reads failed on the bad block; the one spanning two blocks was
     # split in two pieces (max_io_len) and counts as one EIO
     stats = md.stats()
-    assert stats["targets"] == [{"faults": 3}]
+    assert stats["targets"] == [{"faults": 3, "rewritten": 0}]
     assert (stats["ios"], stats["split"], stats["pieces"], stats["eio"]) == (6, 1, [7], 3)
 
 
@@ -155,6 +155,7 @@ def test_write_removes_a_bad_block_after_its_write_fail_count() -> None:
     assert io(md, Op.WRITE, 16) is Status.OK  # rewritten: no longer bad
     assert t.badblocks == {}
     assert io(md, Op.READ, 16) is Status.OK
+    assert md.stats()["targets"] == [{"faults": 2, "rewritten": 1}]
     assert msg(md, "queryblock 2") == "dust_query_block: block 2 not found in badblocklist"
 
 
