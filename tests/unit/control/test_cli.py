@@ -158,7 +158,7 @@ def test_json_output_and_dev_export_listing(daemon: Path,
     exports = json.loads(ok(capsys, "export", "ls", "--json"))
     assert exports == [{"id": "e0", "dm": "v", "socket": str(sock), "connected": False,
                         "num-queues": 2, "writable": True, "serial": "S1",
-                        "resubmitted": 0}]
+                        "resubmitted": 0, "queue-ios": [0, 0], "config-changes": 0}]
     assert "e0" in ok(capsys, "export", "ls")
     assert "Open count:        1\n" in ok(capsys, "info", "v")
     ok(capsys, "export", "del", "e0")
