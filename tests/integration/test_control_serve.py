@@ -96,7 +96,8 @@ def test_config_builds_state_and_cli_sees_it(tmp_path: Path) -> None:
                 (exp,) = await c.execute("query-exports")
                 assert exp == {"id": "vol0", "dm": "vol", "socket": str(sock),
                                "connected": False, "num-queues": 1, "writable": True,
-                               "serial": "vudm-vol0"}
+                               "serial": "vudm-vol0", "resubmitted": 0, "queue-ios": [0],
+                               "config-changes": 0}
             # the CLI, as a separate process, against the same daemon
             out = await asyncio.to_thread(vudm_cli, d.qmp_path, "table", "vol")
             assert (out.returncode, out.stdout) == (0, "0 131072 linear disk0 0\n")

@@ -20,7 +20,8 @@ async def views(c: QMPClient) -> dict[str, Any]:
         del d["event-nr"], d["open-count"]
     exports = await c.execute("query-exports")
     for e in exports:
-        del e["connected"], e["resubmitted"]
+        # counters since the daemon started, not state
+        del e["connected"], e["resubmitted"], e["queue-ios"], e["config-changes"]
     return {"dm": dms, "devs": await c.execute("query-devs"), "exports": exports}
 
 
