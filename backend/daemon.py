@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,9 @@ class Daemon:
         self.devices: dict[str, DeviceEntry] = {}
         self.mapped: dict[str, MappedEntry] = {}
         self.exports: dict[str, ExportEntry] = {}
+        self.listeners: dict[int, socket.socket] = {}
+        """Listening sockets the daemon was started with (fd -> socket), each taken by
+        the first export-add whose socket is ``fd:N``."""
         self.quit_requested = asyncio.Event()
         self.draining = False
         self._uses: dict[int, TableUse] = {}
@@ -560,12 +564,21 @@ class Daemon:
         for other in self.exports.values():
             if other.socket == path:
                 raise DeviceError(f"socket {socket} is taken by export {other.id!r}")
+        listener = None
+        if socket.startswith("fd:"):
+            fd = int(socket[3:]) if socket[3:].isdigit() else -1
+            if fd not in self.listeners:
+                raise DeviceError(f"socket {socket}: not a listening socket this daemon "
+                                  "was started with")
+            listener = self.listeners[fd]
         export = VhostUserBlkExport(
             export_id, md, path, num_queues=num_queues, writable=writable, serial=serial,
             loop=self.loop, on_connected=self._on_export_connected,
             on_disconnected=self._on_export_disconnected,
-            on_resubmit=self._on_export_resubmit)
+            on_resubmit=self._on_export_resubmit, listener=listener)
         export.start()
+        if listener is not None:
+            del self.listeners[listener.fileno()]
         md.open()
         entry = ExportEntry(export_id, dm, path, num_queues, writable, serial, export)
         self.exports[export_id] = entry

@@ -10,10 +10,6 @@ from pathlib import Path
 
 from backend.control.cli import register_subcommand
 
-from .evidence import describe
-from .registry import all_scenarios, get_scenario
-from .runner import run_scenario
-
 
 def _setup(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="scenario_cmd", required=True)
@@ -26,6 +22,12 @@ def _setup(p: argparse.ArgumentParser) -> None:
 
 
 def _run(ns: argparse.Namespace) -> int:
+    # Imported here, not at the top: every ``vudm`` command (``vudm serve`` too) loads
+    # this module, and the scenario library is a fifth of a second of imports.
+    from .evidence import describe
+    from .registry import all_scenarios, get_scenario
+    from .runner import run_scenario
+
     if ns.scenario_cmd == "list":
         scenarios = all_scenarios()
         width = max(len(sc.name) for sc in scenarios)

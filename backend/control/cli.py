@@ -19,15 +19,19 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from qemu.qmp import QMPClient
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ControlError
 from . import dmsetup_format as fmt
 from .client import execute, qmp_session, socket_path
 from .errors import ClientError
 from .version import VERSION
+
+if TYPE_CHECKING:
+    from qemu.qmp import QMPClient
+
+    from .qsd_args import QsdSetup
+    from .serve import Listeners
 
 PLUGINS = ("qmp_scenarios.cli",)
 """Modules that register extra subcommands when imported (missing ones are skipped)."""
@@ -36,7 +40,7 @@ Setup = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 Output = tuple[object, list[str]]
 """(the JSON shown with --json, the text lines shown otherwise)."""
-Verb = Callable[[QMPClient, argparse.Namespace], Awaitable[Output]]
+Verb = Callable[["QMPClient", argparse.Namespace], Awaitable[Output]]
 
 
 @dataclass(frozen=True)
@@ -219,12 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("serve", help="run the daemon")
-    p.add_argument("--qmp", metavar="PATH", help="QMP socket to create"
+    p.add_argument("--qmp", metavar="PATH", help="QMP socket to create, or fd:N / fd:NAME"
+                   " for an inherited listening socket (socket activation names)"
                    " (default: the config's [qmp] socket, $VUDM_QMP)")
     p.add_argument("--config", metavar="FILE", help="TOML file of devices, dms, exports")
     p.add_argument("--state-dir", metavar="DIR", help="save the state in DIR before every"
                    " reply and restore it at start (it wins over --config)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument("--blockdev", action="append", default=[], metavar="OPTS",
+                   help="qemu-storage-daemon's: driver=file|nbd|null-co,node-name=N,...")
+    p.add_argument("--export", action="append", default=[], metavar="OPTS",
+                   help="qemu-storage-daemon's: type=vhost-user-blk,id=E,node-name=N,"
+                        "addr.type=unix|fd,addr.path=P|addr.str=FD,writable=on,"
+                        "num-queues=Q (served through a linear mapped device named E)")
     p.add_argument("--checker-interval", type=float, default=1.0, metavar="S",
                    help="probe multipath paths every S seconds (0: no path checker)")
     p.set_defaults(run=_run_serve)
@@ -301,17 +312,50 @@ def _run_serve(ns: argparse.Namespace) -> int:
     setup_logging(ns.log_level)
     try:
         config = load_config(ns.config) if ns.config else None
+        qsd, listeners, qmp = _qsd_mode(ns)
     except ConfigError as e:
         print(f"vudm serve: {e}", file=sys.stderr)
         return 1
-    path = ns.qmp or (config.qmp_socket if config else None) or str(socket_path())
+    path: str | None = qmp or (config.qmp_socket if config else None)
+    if path is None and qsd is None:
+        path = str(socket_path())
     try:
-        asyncio.run(serve(Path(path), config, checker_interval=ns.checker_interval,
-                          state_dir=ns.state_dir))
+        asyncio.run(serve(Path(path) if path else None, config,
+                          checker_interval=ns.checker_interval, state_dir=ns.state_dir,
+                          qsd=qsd, listeners=listeners))
     except (ControlError, OSError) as e:
         print(f"vudm serve: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _qsd_mode(ns: argparse.Namespace) -> tuple[QsdSetup | None, Listeners, str | None]:
+    """qemu-storage-daemon's --blockdev/--export, inherited fds and socket activation:
+    (the QsdSetup or None, the Listeners, the QMP path to show)."""
+    from .config import ConfigError
+    from .listeners import adopt, systemd_fds
+    from .qsd_args import QsdSetup, parse_blockdev, parse_export
+    from .serve import Listeners
+
+    named = systemd_fds()
+    listeners = Listeners()
+    qmp: str | None = ns.qmp
+    if qmp is not None and qmp.startswith("fd:"):
+        ref = qmp[3:]
+        fd = int(ref) if ref.isdigit() else named.get(ref, -1)
+        if fd < 0:
+            raise ConfigError(f"--qmp {qmp}: not an fd number nor a socket name passed "
+                              "by systemd (LISTEN_FDNAMES)")
+        listeners.qmp = adopt(fd, f"--qmp {qmp}")
+    if not ns.blockdev and not ns.export:
+        return None, listeners, qmp
+    setup = QsdSetup([parse_blockdev(b) for b in ns.blockdev],
+                     [parse_export(e, named) for e in ns.export])
+    for ex in setup.exports:
+        if ex.socket.startswith("fd:"):
+            fd = int(ex.socket[3:])
+            listeners.exports[fd] = adopt(fd, f"--export id={ex.id}")
+    return setup, listeners, qmp
 
 
 async def _run_verb(ns: argparse.Namespace) -> Output:

@@ -12,12 +12,12 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
-
-from qemu.qmp import ExecuteError, QMPClient
-from qemu.qmp.error import QMPError
+from typing import TYPE_CHECKING, Any
 
 from .errors import ClientError
+
+if TYPE_CHECKING:  # qemu.qmp is imported when used: ``vudm serve`` never needs it
+    from qemu.qmp import QMPClient
 
 ENV_SOCKET = "VUDM_QMP"
 DEFAULT_SOCKET = "/run/vudm/qmp.sock"
@@ -32,6 +32,9 @@ def socket_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 async def qmp_session(path: str | os.PathLike[str], *, name: str = "vudm-client",
                       timeout: float = 10.0) -> AsyncIterator[QMPClient]:
     """A negotiated QMPClient connected to the daemon at ``path``."""
+    from qemu.qmp import QMPClient
+    from qemu.qmp.error import QMPError
+
     client = QMPClient(name)
     try:
         await asyncio.wait_for(client.connect(str(path)), timeout)
@@ -46,6 +49,9 @@ async def qmp_session(path: str | os.PathLike[str], *, name: str = "vudm-client"
 async def execute(client: QMPClient, cmd: str,
                   arguments: Mapping[str, object] | None = None) -> Any:
     """Run one command; ClientError carries the daemon's error desc (and its class)."""
+    from qemu.qmp import ExecuteError
+    from qemu.qmp.error import QMPError
+
     try:
         return await client.execute(cmd, dict(arguments) if arguments else None)
     except ExecuteError as e:

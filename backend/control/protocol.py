@@ -157,14 +157,18 @@ class JSONLineServer:
         self._next_ident = 0
 
     @require(Runstate.IDLE)
-    async def start(self, path: str | os.PathLike[str]) -> None:
-        """Bind ``path`` (0600) and start accepting clients."""
-        self.path = Path(path)
-        sock = _bind_private(self.path)
+    async def start(self, path: str | os.PathLike[str],
+                    sock: socket.socket | None = None) -> None:
+        """Bind ``path`` (0600) and start accepting clients; with ``sock``, a listening
+        socket handed over by the daemon's starter, serve that (``path`` only names it,
+        and is never unlinked)."""
+        if sock is None:
+            self.path = Path(path)
+            sock = _bind_private(self.path)
         self._server = await asyncio.start_unix_server(
             self._accept, sock=sock)
         self.runstate = Runstate.RUNNING
-        log.info("%s: listening on %s", self.name, self.path)
+        log.info("%s: listening on %s", self.name, path)
 
     @require(Runstate.RUNNING)
     async def stop(self) -> None:

@@ -25,6 +25,7 @@ import contextlib
 import enum
 import logging
 import os
+import socket
 import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
@@ -156,8 +157,9 @@ class QMPServer:
     def clients(self) -> int:
         return len(self._sessions)
 
-    async def start(self, path: str | os.PathLike[str]) -> None:
-        await self._transport.start(path)
+    async def start(self, path: str | os.PathLike[str],
+                    sock: socket.socket | None = None) -> None:
+        await self._transport.start(path, sock)
 
     async def stop(self) -> None:
         """Stop listening, end every session and cancel the commands still running."""

@@ -19,7 +19,9 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +33,7 @@ from .commands import Dispatcher
 from .config import Config, apply_config
 from .persist import JournaledDispatcher, Persister
 from .qmp import QMPServer
+from .qsd_args import QsdSetup, apply_qsd
 from .version import VERSION, version_triple
 
 log = logging.getLogger(__name__)
@@ -39,20 +42,35 @@ READY = "vudm: ready"
 """The first words of the ready line: ``vudm: ready, QMP on <path> (pid <n>)``."""
 
 
-def ready_line(qmp_path: Path) -> str:
-    return f"{READY}, QMP on {qmp_path} (pid {os.getpid()})"
+def ready_line(qmp_path: Path | None) -> str:
+    where = f"QMP on {qmp_path}" if qmp_path is not None else "no QMP"
+    return f"{READY}, {where} (pid {os.getpid()})"
+
+
+@dataclass
+class Listeners:
+    """Listening sockets the daemon was started with: for exports (by fd number, taken
+    by ``fd:N`` sockets) and for QMP."""
+
+    exports: dict[int, socket.socket] = field(default_factory=dict)
+    qmp: socket.socket | None = None
 
 
 class VudmServer:
     """A daemon and its monitor, in this process: ``async with`` starts and stops it."""
 
-    def __init__(self, qmp_path: str | os.PathLike[str], config: Config | None = None,
+    def __init__(self, qmp_path: str | os.PathLike[str] | None,
+                 config: Config | None = None,
                  *, checker_interval: float = 1.0,
                  state_dir: str | os.PathLike[str] | None = None,
-                 drain_timeout: float = 30.0) -> None:
-        self.qmp_path = Path(qmp_path)
+                 drain_timeout: float = 30.0, qsd: QsdSetup | None = None,
+                 listeners: Listeners | None = None) -> None:
+        self.qmp_path = Path(qmp_path) if qmp_path is not None else None
         self.config = config
+        self.qsd = qsd
+        self.listeners = listeners or Listeners()
         self.daemon = Daemon()
+        self.daemon.listeners.update(self.listeners.exports)
         self.drain_timeout = drain_timeout
         if state_dir is None and config is not None and config.state_dir is not None:
             state_dir = config.state_dir
@@ -84,9 +102,12 @@ class VudmServer:
                 await restore(self.daemon, state)
             elif self.config is not None:
                 await apply_config(self.config, self.dispatcher)
+            if self.qsd is not None and state is None:
+                await apply_qsd(self.qsd, self.dispatcher)
             if self.persister is not None:
                 await self.persister.save()
-            await self.monitor.start(self.qmp_path)
+            if self.qmp_path is not None:
+                await self.monitor.start(self.qmp_path, self.listeners.qmp)
             if self.checker is not None:
                 self.checker.start()
         except BaseException:
@@ -102,6 +123,9 @@ class VudmServer:
         await self.daemon.drain(self.drain_timeout)
         await self.monitor.stop()
         await self.daemon.close()
+        for sock in self.daemon.listeners.values():  # handed over but never exported
+            sock.close()
+        self.daemon.listeners.clear()
 
     async def __aenter__(self) -> VudmServer:
         await self.start()
@@ -112,14 +136,15 @@ class VudmServer:
         await self.stop()
 
 
-async def serve(qmp_path: str | os.PathLike[str], config: Config | None = None,
+async def serve(qmp_path: str | os.PathLike[str] | None, config: Config | None = None,
                 ready: Callable[[str], None] | None = None, *,
                 checker_interval: float = 1.0,
-                state_dir: str | os.PathLike[str] | None = None) -> None:
+                state_dir: str | os.PathLike[str] | None = None,
+                qsd: QsdSetup | None = None, listeners: Listeners | None = None) -> None:
     """Run a daemon until ``quit``, SIGTERM or SIGINT; ``ready`` gets the ready line."""
     loop = asyncio.get_running_loop()
     server = VudmServer(qmp_path, config, checker_interval=checker_interval,
-                        state_dir=state_dir)
+                        state_dir=state_dir, qsd=qsd, listeners=listeners)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, server.daemon, sig)
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from backend.blockio import (
     Bio,
     BioSink,
     IoVec,
+    Op,
     Status,
     iov_from_bytes,
     iov_slice,
@@ -35,6 +37,7 @@ from backend.vhost.abi import VuVirtq
 from backend.vhost.libvhost import LibVhostUser
 from backend.vhost.server import VhostUserServer
 from backend.vhost.virtio_blk import (
+    CONFIG_WCE_OFFSET,
     OUTHDR_SIZE,
     SEGMENT_SIZE,
     T_DISCARD,
@@ -103,6 +106,8 @@ class VirtioBlkDevice:
         self.blk_size = blk_size
         self.log = log.getChild(name)
         self.lib = lib or libvhost.load()
+        self.wce = True
+        """The guest's write cache setting (CONFIG_WCE); off: writes go out FUA."""
         self.geometry = self._geometry()
         self.generation = 0
         self.in_flight = 0
@@ -127,7 +132,8 @@ class VirtioBlkDevice:
 
     def _geometry(self) -> BlkGeometry:
         return BlkGeometry(capacity=self.sink.size_sectors, writable=self.writable,
-                           blk_size=self.blk_size, num_queues=self.num_queues)
+                           blk_size=self.blk_size, num_queues=self.num_queues,
+                           wce=self.wce)
 
     # -- VuDevIface ---------------------------------------------------------------------
 
@@ -168,6 +174,11 @@ class VirtioBlkDevice:
         return told
 
     def set_config(self, data: bytes, offset: int, flags: int) -> bool:
+        if offset == CONFIG_WCE_OFFSET and len(data) == 1 and data[0] in (0, 1):
+            self.wce = bool(data[0])
+            self.geometry = self._geometry()
+            self.log.info("guest set the write cache %s", "on" if self.wce else "off")
+            return True
         self.log.info("guest wrote %d config bytes at %d: not writable", len(data), offset)
         return False
 
@@ -277,7 +288,8 @@ class VirtioBlkDevice:
             return
         inflight = _InFlight(self, qidx, vq, elem, status_addr, request.used_len)
         bio = Bio(request.op, request.sector, request.nr_sectors,
-                  data_iovecs(request, out_sg, in_sg), inflight.end)
+                  data_iovecs(request, out_sg, in_sg), inflight.end,
+                  fua=not self.wce and request.op is Op.WRITE)
         bio.private = inflight
         if not self.in_flight:
             self._idle.clear()
@@ -356,6 +368,7 @@ class VhostUserBlkExport:
         on_connected: Callable[[str], None] | None = None,
         on_disconnected: Callable[[str], None] | None = None,
         on_resubmit: Callable[[str, int, int], None] | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
         self.id = export_id
         self.sink = sink
@@ -372,7 +385,7 @@ class VhostUserBlkExport:
         self.server = VhostUserServer(
             self.socket_path, self.device, max_queues=num_queues, loop=loop,
             on_connected=self._connected, on_disconnected=self._disconnected,
-            name=export_id,
+            name=export_id, listener=listener,
         )
 
     @property

@@ -69,8 +69,12 @@ class VhostUserServer:
         on_disconnected: Callable[[], None] | None = None,
         name: str = "vhost-user",
         lib: LibVhostUser | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
         self.path = Path(path)
+        # A listening socket handed over by whoever started the daemon (an inherited fd,
+        # socket activation): served as it is, never bound or unlinked by us.
+        self._adopted = listener
         self.device = device
         self.loop = loop or asyncio.get_running_loop()
         self.log = log.getChild(name)
@@ -95,6 +99,14 @@ class VhostUserServer:
         """Listen on ``path`` (mode 0600). A path another server answers on is refused."""
         if self.state is not ServerState.STOPPED:
             raise VhostUserError(f"{self.path}: server is {self.state.value}, not stopped")
+        if self._adopted is not None:
+            sock, self._adopted = self._adopted, None
+            sock.setblocking(False)
+            self._listener = sock
+            self.state = ServerState.LISTENING
+            self.loop.add_reader(sock.fileno(), self._accept)
+            self.log.info("listening on an inherited socket (%s)", self.path)
+            return
         _claim_path(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -213,7 +225,7 @@ class VhostUserServer:
         self._listener = None
         with contextlib.suppress(OSError):
             # Remove the path only if it is still our socket, not a successor's.
-            if os.stat(self.path).st_ino == self._listener_ino:
+            if self._listener_ino is not None and os.stat(self.path).st_ino == self._listener_ino:
                 self.path.unlink()
 
     def _notify(self, callback: Callable[[], None] | None) -> None:

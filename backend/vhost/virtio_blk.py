@@ -36,6 +36,8 @@ F_SEG_MAX = 2
 F_RO = 5
 F_BLK_SIZE = 6
 F_FLUSH = 9
+F_TOPOLOGY = 10
+F_CONFIG_WCE = 11
 F_MQ = 12
 F_DISCARD = 13
 F_WRITE_ZEROES = 14
@@ -53,6 +55,8 @@ SEGMENT_SIZE = SEGMENT.size  # 16
 # max_discard_sectors, max_discard_seg, discard_sector_alignment,
 # max_write_zeroes_sectors, max_write_zeroes_seg, write_zeroes_may_unmap, unused[3]
 CONFIG = struct.Struct("<QIIHBBIBBHIBBHIIIIIB3x")
+CONFIG_WCE_OFFSET = 32
+"""Where ``wce`` sits in virtio_blk_config: the one field a guest may write."""
 
 
 _OK = Status.OK  # a global: cheaper than the enum attribute on the completion path
@@ -79,10 +83,15 @@ class BlkGeometry:
     size_max: int = 1 << 20
     max_discard_sectors: int = 32768
     max_write_zeroes_sectors: int = 32768
+    wce: bool = True
+    """Write cache enabled (write-back): the guest flushes. Off (write-through), every
+    write is durable when it completes (sent FUA)."""
 
     def features(self) -> int:
-        """The virtio-blk feature bits (the library adds VERSION_1 and the ring bits)."""
+        """The virtio-blk feature bits (the library adds VERSION_1 and the ring bits):
+        those qemu-storage-daemon offers, TOPOLOGY and CONFIG_WCE included."""
         bits = (1 << F_SIZE_MAX | 1 << F_SEG_MAX | 1 << F_BLK_SIZE | 1 << F_FLUSH
+                | 1 << F_TOPOLOGY | 1 << F_CONFIG_WCE
                 | 1 << F_MQ | 1 << F_DISCARD | 1 << F_WRITE_ZEROES)
         if not self.writable:
             bits |= 1 << F_RO
@@ -93,7 +102,7 @@ class BlkGeometry:
         blk_sectors = self.blk_size >> SECTOR_SHIFT
         raw = CONFIG.pack(
             self.capacity, self.size_max, self.seg_max, 0, 0, 0, self.blk_size,
-            0, 0, 1, 1, 0, 0, self.num_queues,
+            0, 0, 1, 1, int(self.wce), 0, self.num_queues,
             self.max_discard_sectors, 1, blk_sectors,
             self.max_write_zeroes_sectors, 1, 1,
         )
