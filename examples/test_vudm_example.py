@@ -21,7 +21,9 @@ def test_failover_under_fio(scenario) -> None:  # type: ignore[no-untyped-def]
         await kill_path(rig, "p0", wait_failed="mp")
         await wait_io(rig, io)
 
-    result = scenario(steps)
+    # The daemon's counters that prove the failover happened (else: "hollow").
+    result = scenario(steps, evidence={"mp": {"targets.0.path-failures": 1,
+                                              "targets.0.paths.p1.ios": 1}})
     assert result.passed, result.report()
     assert result.guest.fio is not None and result.guest.fio.verify == "passed"
 
@@ -36,7 +38,8 @@ def test_failover_without_queueing_shows_eio(scenario) -> None:  # type: ignore[
         await kill_path(rig, "p1", wait_failed="mp")
         await wait_io(rig, io)
 
-    result = scenario(steps, expect="eio")
+    result = scenario(steps, expect="eio",
+                      evidence={"mp": {"targets.0.path-failures": 2, "eio": 1}})
     assert result.passed, result.report()
 
 

@@ -17,6 +17,7 @@ Everything started is stopped in ``tearDown``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,12 @@ from avocado import Test
 
 from guests.image import GuestImage, build_image
 from guests.machine import Guest
+from qmp_scenarios.evidence import Declared
 from qmp_scenarios.nbd_server import NbdServer
-from qmp_scenarios.registry import Expect, get_scenario
+from qmp_scenarios.registry import Expect
 from qmp_scenarios.result import ScenarioResult
 from qmp_scenarios.rig import make_image, short_run_dir
-from qmp_scenarios.runner import run_steps
+from qmp_scenarios.runner import run_scenario, run_steps
 
 from .handles import GuestHandle, Loop, NbdPath, Vudm
 from .pytest_plugin import Steps
@@ -90,19 +92,24 @@ class VudmTest(Test):  # type: ignore[misc]
         return NbdPath(self.loop, server)
 
     def run_scenario(self, name: str) -> ScenarioResult:
-        """Run registered scenario ``name``; fail the test unless it passed."""
-        sc = get_scenario(name)
-        return self.run_steps(sc.fn, name=name, expect=sc.expect, image_mb=sc.image_mb)
+        """Run registered scenario ``name`` (its evidence declaration included); fail the
+        test unless it passed."""
+        json_path = Path(self.outputdir) / f"{name}.json"
+        return self._judged(run_scenario(name, Path(self.workdir) / "rig",
+                                         json_path=json_path))
 
     def run_steps(self, steps: Steps, *, name: str | None = None,
-                  expect: Expect = "no-eio", image_mb: int = 256) -> ScenarioResult:
+                  expect: Expect = "no-eio", evidence: Declared | None = None,
+                  image_mb: int = 256) -> ScenarioResult:
         """Run ``async def steps(rig)`` like a scenario; JSON + PNG into outputdir."""
         name = name or self.name.name.split(":")[-1]
         out = Path(self.outputdir)
         kwargs: dict[str, Any] = {"name": name, "expect": expect, "image_mb": image_mb,
-                                  "json_path": out / f"{name}.json"}
-        result = self.loop.run(run_steps(steps, Path(self.workdir) / "rig", **kwargs),
-                               float(self.timeout))
+                                  "evidence": evidence, "json_path": out / f"{name}.json"}
+        return self._judged(run_steps(steps, Path(self.workdir) / "rig", **kwargs))
+
+    def _judged(self, run: Coroutine[Any, Any, ScenarioResult]) -> ScenarioResult:
+        result = self.loop.run(run, float(self.timeout))
         self.result = result
         self.log.info("%s", result.report())
         if not result.passed:

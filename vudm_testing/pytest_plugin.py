@@ -40,6 +40,7 @@ import pytest
 if TYPE_CHECKING:
     from guests.image import GuestImage
     from guests.machine import Guest
+    from qmp_scenarios.evidence import Declared
     from qmp_scenarios.registry import Expect
     from qmp_scenarios.result import ScenarioResult
     from qmp_scenarios.rig import Rig
@@ -257,18 +258,22 @@ class ScenarioRunner:
         self.worker_guest = worker_guest
 
     def __call__(self, steps: Steps, *, expect: Expect = "no-eio", name: str | None = None,
-                 image_mb: int = 256, shared_guest: bool = True,
-                 timeout: float = 900.0) -> ScenarioResult:
+                 evidence: Declared | None = None, image_mb: int = 256,
+                 shared_guest: bool = True, timeout: float = 900.0) -> ScenarioResult:
         """Run ``steps`` (``async def steps(rig)``) and return the judged result.
 
-        With ``shared_guest`` the steps' ``boot_guest`` adopts the worker's guest; pass
-        False for a guest of the scenario's own. JSON and PNG go to the test's tmp_path
+        ``evidence`` declares the daemon counters the steps must move, as a built-in
+        scenario does (``{"mp": {"requeued": 1}}``); a shortfall fails the result as
+        hollow. The counters read are in ``result.evidence`` either way. With
+        ``shared_guest`` the steps' ``boot_guest`` adopts the worker's guest; pass False
+        for a guest of the scenario's own. JSON and PNG go to the test's tmp_path
         (``<name>.json``, ``<name>.png``).
         """
         from qmp_scenarios.runner import run_steps
 
         name = name or self.test_name
         kwargs: dict[str, Any] = dict(name=name, expect=expect, image_mb=image_mb,
+                                      evidence=evidence,
                                       json_path=self.workdir / f"{name}.json")
         if shared_guest:
             kwargs["guest"] = self.worker_guest.lend()
