@@ -4,17 +4,23 @@ A scenario declares ``evidence={"mp": {"split": 1, "pieces.1": 1}, "export:d0":
 {"resubmitted": 1}}``: outer keys are mapped-device names (their ``query-dm`` ``stats``)
 or ``export:ID`` (that ``query-exports`` entry); inner keys are dotted paths into them
 (a number indexes a list: ``pieces.1``, ``targets.0.paths.p0.ios``); values are the
-minimum count. The runner reads the counters at the end of the scenario (adding those
-banked just before a daemon kill) and the scenario is *hollow* when any is short,
-whatever the guest saw: a verdict about a rule that never ran proves nothing.
+minimum count, or a relation to another counter of the same entry: ``"=K*PATH"`` means
+exactly K times PATH, which must itself be at least 1 (``"flush-copies": "=2*flushes"``:
+every flush went to two targets, and there were flushes). The runner reads the
+counters at the end of the scenario (adding those banked just before a daemon kill)
+and the scenario is *hollow* when any is short, whatever the guest saw: a verdict about
+a rule that never ran proves nothing.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-Declared = Mapping[str, Mapping[str, int]]
+Obligation = int | str
+"""A minimum count, or ``"=K*PATH"``: exactly K times the counter PATH (itself >= 1)."""
+Declared = Mapping[str, Mapping[str, Obligation]]
 Counters = dict[str, dict[str, Any]]
 """Observed counters: ``{"mp": <stats>, "export:d0": <query-exports entry>}``."""
 
@@ -27,11 +33,24 @@ def check_declaration(declared: Declared) -> None:
         if not owner or not isinstance(paths, Mapping) or not paths:
             raise ValueError(f"evidence for {owner!r} must name at least one counter")
         for path, minimum in paths.items():
-            if not path or any(not part for part in path.split(".")):
+            if not _is_path(path):
                 raise ValueError(f"evidence {owner}: bad counter path {path!r}")
-            if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 1:
+            if isinstance(minimum, str):
+                relation = _RELATION.fullmatch(minimum)
+                if relation is None or not _is_path(relation["path"]) \
+                        or int(relation["factor"]) < 1:
+                    raise ValueError(f"evidence {owner}.{path}: a relation reads '=K*PATH' "
+                                     f"with K >= 1, got {minimum!r}")
+            elif not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 1:
                 raise ValueError(f"evidence {owner}.{path}: the minimum must be an int "
                                  f">= 1, got {minimum!r}")
+
+
+_RELATION = re.compile(r"=(?P<factor>\d+)\*(?P<path>\S+)")
+
+
+def _is_path(path: str) -> bool:
+    return bool(path) and all(path.split("."))
 
 
 def lookup(entry: object, path: str) -> int | None:
@@ -62,12 +81,29 @@ def shortfalls(declared: Declared, observed: Counters) -> list[str]:
         entry = observed.get(owner)
         for path, minimum in paths.items():
             value = lookup(entry, path) if entry is not None else None
-            if value is None:
+            if isinstance(minimum, str):
+                short += _relation_shortfall(owner, entry, path, value, minimum)
+            elif value is None:
                 seen = "absent" if entry is not None else f"absent ({owner} not found)"
                 short.append(f"{owner} {path} {seen}, needs >= {minimum}")
             elif value < minimum:
                 short.append(f"{owner} {path} = {value}, needs >= {minimum}")
     return short
+
+
+def _relation_shortfall(owner: str, entry: object, path: str, value: int | None,
+                        relation: str) -> list[str]:
+    match = _RELATION.fullmatch(relation)
+    assert match is not None  # check_declaration refused anything else
+    factor, other = int(match["factor"]), match["path"]
+    base = lookup(entry, other) if entry is not None else None
+    if value is None or base is None:
+        return [f"{owner} {path} or {other} absent, needs {path} = {factor} x {other}"]
+    if base < 1:
+        return [f"{owner} {other} = 0, needs >= 1 (for {path} = {factor} x {other})"]
+    if value != factor * base:
+        return [f"{owner} {path} = {value}, needs {factor} x {other} = {factor * base}"]
+    return []
 
 
 def add_counters(into: dict[str, Any], more: Mapping[str, Any]) -> None:
@@ -110,5 +146,6 @@ def counters_from(query_dm: list[dict[str, Any]],
 def describe(declared: Declared) -> str:
     """``mp: split>=1 pieces.1>=1; export:d0: resubmitted>=1`` (for ``scenario list``)."""
     return "; ".join(
-        f"{owner}: " + " ".join(f"{p}>={n}" for p, n in paths.items())
+        f"{owner}: " + " ".join(f"{p}{n}" if isinstance(n, str) else f"{p}>={n}"
+                                for p, n in paths.items())
         for owner, paths in declared.items())

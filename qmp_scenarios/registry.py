@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .evidence import check_declaration
+from .evidence import Obligation, check_declaration
 from .rig import Rig
 
 Expect = Literal["no-eio", "eio", "verify-fails"]
@@ -34,7 +34,7 @@ class Scenario:
     that can be partitioned (:mod:`qmp_scenarios.netns`)."""
     family: str = ""
     """Scenarios that share a workload and differ in whether EIO must reach the guest."""
-    evidence: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    evidence: Mapping[str, Mapping[str, Obligation]] = field(default_factory=dict)
     """Minimum daemon counters: ``{"mp": {"split": 1}}`` (see qmp_scenarios.evidence)."""
 
 
@@ -43,7 +43,7 @@ _scenarios: dict[str, Scenario] = {}
 
 def scenario(name: str, description: str, expect: Expect = "no-eio",
              image_mb: int = 256, network: bool = False, *, family: str = "",
-             evidence: Mapping[str, Mapping[str, int]] | None = None,
+             evidence: Mapping[str, Mapping[str, Obligation]] | None = None,
              ) -> Callable[[ScenarioFn], ScenarioFn]:
     """Register ``fn`` as scenario ``name``; ``expect`` says what the guest must see,
     ``family`` which no-eio/eio pair it belongs to, ``evidence`` the counters it must

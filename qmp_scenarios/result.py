@@ -60,7 +60,7 @@ class EvidenceRecord:
     """What the scenario had to prove (``declared``: minimum counters), what the daemon
     counted (``observed``: by mapped device / ``export:ID``), and the verdict on it."""
 
-    declared: dict[str, dict[str, int]] = field(default_factory=dict)
+    declared: dict[str, dict[str, int | str]] = field(default_factory=dict)
     observed: dict[str, dict[str, Any]] = field(default_factory=dict)
     ok: bool = False
     short: list[str] = field(default_factory=list)
@@ -118,7 +118,8 @@ def _declared_text(ev: EvidenceRecord) -> str:
         for path, minimum in paths.items():
             entry = ev.observed.get(owner)
             seen = lookup(entry, path) if entry is not None else None
-            parts.append(f"{owner} {path} {seen if seen is not None else '-'}>={minimum}")
+            need = minimum if isinstance(minimum, str) else f">={minimum}"
+            parts.append(f"{owner} {path} {seen if seen is not None else '-'}{need}")
     return ", ".join(parts) or "none declared"
 
 

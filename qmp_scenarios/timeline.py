@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .evidence import lookup
+from .evidence import lookup, shortfalls
 from .result import ScenarioResult, StepRecord
 
 WIDTH_IN = 13.0
@@ -235,8 +235,9 @@ def counter_lines(result: ScenarioResult) -> list[str]:
         for owner, paths in ev.declared.items():
             for dotted, minimum in paths.items():
                 seen = lookup(ev.observed.get(owner), dotted)
-                mark = "ok" if seen is not None and seen >= minimum else "SHORT"
-                lines.append(f"  {mark}: {owner} {dotted} = {seen} (>= {minimum})")
+                mark = "SHORT" if shortfalls({owner: {dotted: minimum}}, ev.observed) else "ok"
+                need = minimum if isinstance(minimum, str) else f">= {minimum}"
+                lines.append(f"  {mark}: {owner} {dotted} = {seen} ({need})")
     return lines
 
 

@@ -196,6 +196,7 @@ class IoPath:
         """seed 004: an empty flush to every target, num_flush_bios times each."""
         io = DmIo(bio, None, 0, 0, flush=True)
         self.inflight += 1
+        self.stats.flushes += 1
         for target in table.targets:
             self.stats.flush_copies += target.num_flush_bios
             for nr in range(target.num_flush_bios):

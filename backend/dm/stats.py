@@ -28,12 +28,14 @@ class DmStats:
     to the target at index ``i`` (a whole, unsplit I/O is one piece). ``requeued``:
     stage-one requeues of split pieces (seed 003). ``pushed_back``: I/Os parked on the
     pushback list (seed 001). ``deferred_reissued``: I/Os taken off the deferred list
-    and mapped. ``flush_copies``: empty flush bios sent to targets (seed 004). ``eio``:
+    and mapped. ``flushes``: flush fan-outs started (an empty flush, or the preflush of
+    a write with the flush flag; a retried one counts again). ``flush_copies``: empty flush bios
+    sent to targets (seed 004): num_flush_bios of every target per fan-out. ``eio``:
     originals completed with an error. ``interrupted_suspends``: suspends cancelled,
     timed out or failed and undone (seed 001's interrupted suspend).
     """
 
-    __slots__ = ("_retired", "deferred_reissued", "eio", "flush_copies",
+    __slots__ = ("_retired", "deferred_reissued", "eio", "flush_copies", "flushes",
                  "interrupted_suspends", "ios", "pieces", "pushed_back", "requeued", "split")
 
     def __init__(self) -> None:
@@ -43,6 +45,7 @@ class DmStats:
         self.requeued = 0
         self.pushed_back = 0
         self.deferred_reissued = 0
+        self.flushes = 0
         self.flush_copies = 0
         self.eio = 0
         self.interrupted_suspends = 0
@@ -83,6 +86,7 @@ class DmStats:
             "requeued": self.requeued,
             "pushed-back": self.pushed_back,
             "deferred-reissued": self.deferred_reissued,
+            "flushes": self.flushes,
             "flush-copies": self.flush_copies,
             "eio": self.eio,
             "interrupted-suspends": self.interrupted_suspends,

@@ -11,6 +11,7 @@ from qmp_scenarios.evidence import (
     add_counters,
     check_declaration,
     counters_from,
+    describe,
     lookup,
     shortfalls,
 )
@@ -118,7 +119,24 @@ def test_counters_from_query_replies() -> None:
     ({"mp": {"split": 0}}, "minimum must be an int >= 1"),
     ({"mp": {"pieces..1": 1}}, "bad counter path"),
     ({"mp": {"split": True}}, "minimum must be an int >= 1"),
+    ({"vol": {"flush-copies": "2*flushes"}}, "a relation reads '=K\\*PATH'"),
+    ({"vol": {"flush-copies": "=0*flushes"}}, "a relation reads"),
+    ({"vol": {"flush-copies": "=2*"}}, "a relation reads"),
 ])
 def test_a_malformed_declaration_is_refused(declared: Any, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         check_declaration(declared)
+
+
+def test_a_relation_holds_only_exactly_and_with_a_nonzero_base() -> None:
+    """seed 004's claim "every flush went to both stripes": flush-copies = 2 x flushes."""
+    declared = {"vol": {"flush-copies": "=2*flushes"}}
+    check_declaration(declared)
+    assert shortfalls(declared, {"vol": {"flushes": 7, "flush-copies": 14}}) == []
+    assert shortfalls(declared, {"vol": {"flushes": 7, "flush-copies": 13}}) == [
+        "vol flush-copies = 13, needs 2 x flushes = 14"]
+    assert shortfalls(declared, {"vol": {"flushes": 0, "flush-copies": 0}}) == [
+        "vol flushes = 0, needs >= 1 (for flush-copies = 2 x flushes)"]
+    assert shortfalls(declared, {}) == [
+        "vol flush-copies or flushes absent, needs flush-copies = 2 x flushes"]
+    assert describe(declared) == "vol: flush-copies=2*flushes"

@@ -34,8 +34,8 @@ def core(md: MappedDevice) -> dict[str, object]:
 def test_a_new_device_counts_nothing() -> None:
     md = created(TWO_LINEAR, Devices(a=100, b=100))
     assert md.stats() == {"ios": 0, "split": 0, "pieces": [0, 0], "requeued": 0,
-                          "pushed-back": 0, "deferred-reissued": 0, "flush-copies": 0,
-                          "eio": 0, "interrupted-suspends": 0,
+                          "pushed-back": 0, "deferred-reissued": 0, "flushes": 0,
+                          "flush-copies": 0, "eio": 0, "interrupted-suspends": 0,
                           "targets": [{}, {}]}
 
 
@@ -47,8 +47,8 @@ def test_split_pieces_flush_copies_and_eio() -> None:
     assert r.submit(md, "flush", Op.FLUSH).status is Status.OK
     assert r.submit(md, "outside", Op.READ, 196, 8).status is Status.EIO
     assert core(md) == {"ios": 4, "split": 1, "pieces": [2, 1], "requeued": 0,
-                        "pushed-back": 0, "deferred-reissued": 0, "flush-copies": 2,
-                        "eio": 1, "interrupted-suspends": 0}
+                        "pushed-back": 0, "deferred-reissued": 0, "flushes": 1,
+                        "flush-copies": 2, "eio": 1, "interrupted-suspends": 0}
 
 
 @async_test
@@ -76,8 +76,8 @@ async def test_a_requeued_split_piece_outside_noflush_fails_the_original_once() 
     await settle()
     assert span.status is Status.EIO
     assert core(md) == {"ios": 1, "split": 1, "pieces": [1, 1], "requeued": 1,
-                        "pushed-back": 0, "deferred-reissued": 0, "flush-copies": 0,
-                        "eio": 1, "interrupted-suspends": 0}
+                        "pushed-back": 0, "deferred-reissued": 0, "flushes": 0,
+                        "flush-copies": 0, "eio": 1, "interrupted-suspends": 0}
 
 
 @async_test
@@ -100,7 +100,7 @@ async def test_spanning_io_with_no_path_pushed_back_then_reissued_to_a_new_table
     stats = md.stats()
     assert {k: v for k, v in stats.items() if k != "targets"} == {
         "ios": 1, "split": 1, "pieces": [2, 2], "requeued": 2, "pushed-back": 2,
-        "deferred-reissued": 2, "flush-copies": 0, "eio": 0,
+        "deferred-reissued": 2, "flushes": 0, "flush-copies": 0, "eio": 0,
         "interrupted-suspends": 0}
     # each target of the old table: its piece tried p0 then p1 (each fails, each try
     # queues it), then it was handed back once; the new table's clone went down p2
