@@ -85,7 +85,7 @@ async def daemon_kill_loop(rig: Rig) -> None:
         # One short verified run per kill, unthrottled so that 16 writes are in flight
         # when the kill lands (64 writes in); every run's blocks are verified after the
         # restart, by fio reading them back.
-        io = await start_io(rig, verify_writes(disk, size="8M", rate_iops=1_000_000,
+        io = await start_io(rig, verify_writes(disk, size="4M", rate_iops=1_000_000,
                                                iodepth=16), flowing=64)
         killed_at = await kill_daemon(rig)
         before = await guest_writes(rig, disk)  # nothing completes while vudm is dead
