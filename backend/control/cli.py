@@ -366,13 +366,17 @@ async def _run_verb(ns: argparse.Namespace) -> Output:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: parse, run one verb, print, return the exit status."""
-    for module in PLUGINS:
+    args = list(sys.argv[1:] if argv is None else argv)
+    # The daemon needs no plugin verb, and importing them (the scenario library) doubles
+    # its start-up time: what a restarted daemon's guests wait through.
+    serving = next((a for a in args if not a.startswith("-")), None) == "serve"
+    for module in () if serving else PLUGINS:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:
             if e.name is None or not module.startswith(e.name):
                 raise
-    ns = build_parser().parse_args(argv)
+    ns = build_parser().parse_args(args)
     if hasattr(ns, "run"):
         status: int = ns.run(ns)
         return status
