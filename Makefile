@@ -7,7 +7,7 @@ PYTEST  := .venv/bin/pytest
 STAMPS  := build/stamps
 JOBS    ?= auto
 
-.PHONY: setup host native image venv test lint unit integration avocado demo bench clean
+.PHONY: setup host native image venv test lint unit integration avocado conformance demo bench clean
 
 setup: host native image venv
 	@echo "[setup] ready"
@@ -42,9 +42,15 @@ integration: setup
 avocado: setup
 	bash tests/avocado/run.sh
 
+# QEMU's own vhost-user-blk qtest against `vudm serve` (qos-test and the qtest accel
+# module built from Debian's QEMU source into build/conformance/, cached there).
+conformance: setup
+	bash tests/conformance/run.sh
+
 test: setup
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory conformance
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory avocado
 
