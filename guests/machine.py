@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -33,6 +34,7 @@ from .qemu_cmd import (
     VhostUserDisk,
     choose_accel,
     qemu_argv,
+    root_port_id,
     root_port_pci_address,
     vhost_user_blk_device,
 )
@@ -49,6 +51,14 @@ IO_ERROR_PATTERNS = re.compile(
 )
 # sun_path is 108 bytes including the NUL.
 UNIX_PATH_MAX = 107
+
+
+@dataclass(frozen=True)
+class BlockNodeDisk:
+    """A virtio-blk disk on a QEMU block node (blockdev-add), not on a vhost-user socket."""
+
+    disk_id: str
+    node_name: str
 
 
 class Guest:
@@ -80,7 +90,7 @@ class Guest:
         self.boot_seconds: float | None = None
         self._boot_disks = tuple(boot_disks)
         # disk_id -> (root port slot, disk, guest device path once known)
-        self._disks: dict[str, tuple[int, VhostUserDisk, str | None]] = {}
+        self._disks: dict[str, tuple[int, VhostUserDisk | BlockNodeDisk, str | None]] = {}
         self._socket_dir: Path | None = None
         self._private_socket_dir = False
         self._proc: asyncio.subprocess.Process | None = None
@@ -264,6 +274,54 @@ class Guest:
             await self._check_serial(dev, serial, deadline)
         return dev
 
+    async def hotplug_virtio_blk(
+        self, disk_id: str, blockdev: dict[str, object], timeout: float = 60.0
+    ) -> str:
+        """Hotplug a virtio-blk disk on a QEMU block node; return its /dev path.
+
+        ``blockdev`` is blockdev-add's arguments without ``node-name`` (e.g. ``{"driver":
+        "nbd", "server": {...}, "export": "disk", "reconnect-delay": 0}``): QEMU's own
+        block layer serves the disk, which is how the kernel oracle gives the guest's dm
+        the same NBD paths vudm has. Returns once the guest has the disk.
+        """
+        if disk_id in self._disks:
+            raise GuestError(f"disk {disk_id!r} is already plugged")
+        used = {slot for slot, _, _ in self._disks.values()}
+        slot = next((s for s in range(self.hotplug_slots) if s not in used), None)
+        if slot is None:
+            raise GuestError(f"all {self.hotplug_slots} hotplug slots are in use")
+        node = f"blk-{disk_id}"
+        deadline = time.monotonic() + timeout
+        agent = self._running_agent()
+        with agent.disk_events() as events:
+            await self._qmp_execute("blockdev-add", {**blockdev, "node-name": node}, deadline)
+            device: dict[str, object] = {"driver": "virtio-blk-pci", "id": disk_id, "drive": node,
+                      "bus": root_port_id(slot)}
+            try:
+                await self._qmp_execute("device_add", device, deadline)
+            except GuestError:
+                with contextlib.suppress(GuestError):
+                    await self._qmp_execute("blockdev-del", {"node-name": node}, deadline)
+                raise
+            self._disks[disk_id] = (slot, BlockNodeDisk(disk_id, node), None)
+            address = root_port_pci_address(slot)
+            try:
+                async with asyncio.timeout(self._remaining(deadline)):
+                    while True:
+                        event = await events.get()
+                        if event.action == "add" and f"/{address}/" in event.sysfs_path:
+                            break
+            except TimeoutError:
+                raise GuestError(
+                    f"guest did not show disk {disk_id} (slot {address}) within {timeout:.0f} s"
+                    f"{self._diagnostics()}"
+                ) from None
+        dev = f"/dev/{event.disk}"
+        self._disks[disk_id] = (slot, BlockNodeDisk(disk_id, node), dev)
+        log.info("guest %s: disk %s (%s) is %s", self.workdir, disk_id, blockdev.get("driver"),
+                 dev)
+        return dev
+
     async def unplug(self, disk_id: str, timeout: float = 60.0) -> None:
         """device_del a disk, wait for QEMU's DEVICE_DELETED, then remove its chardev."""
         if disk_id not in self._disks:
@@ -284,7 +342,10 @@ class Guest:
                     f"(did the guest release the disk?){self._diagnostics()}"
                 ) from None
         del self._disks[disk_id]
-        await self._qmp_execute("chardev-remove", {"id": disk.chardev_id}, deadline)
+        if isinstance(disk, BlockNodeDisk):
+            await self._qmp_execute("blockdev-del", {"node-name": disk.node_name}, deadline)
+        else:
+            await self._qmp_execute("chardev-remove", {"id": disk.chardev_id}, deadline)
         log.info("guest %s: disk %s unplugged", self.workdir, disk_id)
 
     def plugged_disks(self) -> list[str]:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from backend.control.cli import register_subcommand
 
+from . import oracle_cli  # noqa: F401 - registers ``vudm oracle``
+
 
 def _setup(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="scenario_cmd", required=True)

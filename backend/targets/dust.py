@@ -105,7 +105,7 @@ class DustTarget(Target):
                 self.reported.clear()
                 text = f"{verb[:-1]}ing read failures on bad sectors"
                 self.log.info("%s: dust: %s", self.context.device_name, text)
-                return text
+                return ""  # logged, not answered, as by the kernel
             if verb == "countbadblocks":
                 return f"countbadblocks: {len(self.badblocks)} badblock(s) found"
             if verb == "clearbadblocks":
@@ -154,7 +154,7 @@ class DustTarget(Target):
                 raise MessageError(f"dust_remove_block: block {block} not found in badblocklist")
             text = f"dust_remove_block: badblock removed at block {block}"
         self._info("%s", text)
-        return text
+        return ""  # the kernel logs it (DMINFO) and answers nothing
 
     def stats(self) -> dict[str, object]:
         """Evidence: I/Os failed on a bad block; bad blocks rewritten (off the list)."""

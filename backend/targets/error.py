@@ -1,4 +1,4 @@
-"""error: no arguments - every I/O fails with EIO (flushes are not sent to it)."""
+"""error: arguments ignored - every I/O fails with EIO (flushes are not sent to it)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ class ErrorTarget(Target):
     num_flush_bios = 0
     num_discard_bios = 1
     num_write_zeroes_bios = 1
+
+    def ctr(self, args: list[str]) -> None:
+        """io_err_ctr: any arguments are accepted and ignored (the table prints none)."""
 
     def map(self, clone: Clone) -> MapResult:
         return MapResult.KILL

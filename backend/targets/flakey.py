@@ -73,8 +73,10 @@ class FlakeyTarget(Target):
         if reader.remaining:
             self._parse_features(reader)
         reader.finish()
-        if not self.features and self.corrupt is None:
-            # parse_features "error_all_io": no feature fails every I/O while down.
+        self.error_all_io = not self.features and self.corrupt is None
+        """No feature fails every I/O while down (flakey_map); the table prints no
+        feature then, as the kernel's does ("... <down> 0")."""
+        if self.error_all_io:
             self.features = {"error_reads", "error_writes"}
         self.dev = self.get_device(self.dev_name, self.offset, self.length)
         self.start_time = self.clock()
@@ -198,7 +200,7 @@ class FlakeyTarget(Target):
     def status(self, kind: StatusType) -> str:
         if kind is StatusType.INFO:
             return ""
-        words = self._feature_words()
+        words = [] if self.error_all_io else self._feature_words()
         count = len(words) + (4 if self.corrupt else 0)
         return f"{self.dev_name} {self.offset} {self.up} {self.down} {count}" + "".join(
             f" {w}" for w in words)

@@ -87,6 +87,9 @@ class MirrorTarget(Target):
             self.legs.append(Leg(name, int(offset), dev))
         rest = rest[2 * count:]
         self.handle_errors = False
+        self.keep_log = False
+        """Accepted and printed back; its rule (dm-raid1 keeps a failed log's writes
+        failing instead of dropping the log) is not modelled: docs/kernel-differences.md."""
         if rest:
             if not rest[0].isdigit():
                 raise TableError("mirror: Invalid number of features")
@@ -94,10 +97,15 @@ class MirrorTarget(Target):
             if nfeatures > len(rest):
                 raise TableError("mirror: Not enough arguments to support feature count")
             for word in rest[:nfeatures]:
-                if word != "handle_errors":
+                if word == "handle_errors":
+                    self.handle_errors = True
+                elif word == "keep_log":
+                    self.keep_log = True
+                else:
                     raise TableError(f"mirror: Unrecognised feature requested: {word!r}")
-                self.handle_errors = True
             rest = rest[nfeatures:]
+            if self.keep_log and not self.handle_errors:
+                raise TableError("mirror: keep_log feature requires the handle_errors feature")
         if rest:
             raise TableError("mirror: Too many mirror arguments")
         self.max_io_len = self.dirty_log.region_size  # a clone never spans two regions
@@ -457,5 +465,7 @@ class MirrorTarget(Target):
             return (f"{len(self.legs)} {names} {self.dirty_log.sync_count}/{self.nr_regions} 1 "
                     f"{health} {self.dirty_log.status(kind)}")
         legs = " ".join(f"{leg.name} {leg.offset}" for leg in self.legs)
-        features = " 1 handle_errors" if self.handle_errors else ""
+        words = [w for w, on in (("handle_errors", self.handle_errors),
+                                 ("keep_log", self.keep_log)) if on]
+        features = f" {len(words)} {' '.join(words)}" if words else ""
         return f"{self.dirty_log.status(kind)} {len(self.legs)} {legs}{features}"

@@ -2,7 +2,9 @@
 
 Table::
 
-    <#features> [queue_if_no_path] [no_path_retry N]  <#hw_args> (0: no hw handlers here)
+    <#features> [queue_if_no_path] [pg_init_retries N] [pg_init_delay_msecs N]
+                [retain_attached_hw_handler] [queue_mode bio|rq|mq] [no_path_retry N]
+    <#hw_args> (0: no hw handlers here)
     <#pgs> <initial_pg>
     { <selector> <#sel_args> <sel_args>... <#paths> <#path_args> { <dev> <path_args>... }... }
 
@@ -60,7 +62,7 @@ class MultipathTarget(Target):
             raise TableError("hardware handlers are not supported (<#hw_args> must be 0)")
         count = reader.next_uint("number of priority groups", maximum=1024)
         initial = reader.next_uint("initial priority group", maximum=1024)
-        if (count == 0) != (initial == 0) or initial > count:
+        if (count == 0) != (initial == 0):
             raise TableError(f"invalid initial priority group {initial} of {count}")
         groups = [self._parse_group(reader, n) for n in range(1, count + 1)]
         reader.finish()
@@ -77,19 +79,59 @@ class MultipathTarget(Target):
         self._dead = False
 
     def _parse_features(self, words: list[str]) -> None:
+        """parse_features: the kernel's features (queue_if_no_path, pg_init_retries N,
+        pg_init_delay_msecs N, retain_attached_hw_handler, queue_mode bio|rq|mq) are all
+        accepted and printed back (vudm has no hardware handlers and is bio-based whatever
+        the queue_mode, so the last four change nothing else), plus vudm's own
+        ``no_path_retry N`` (multipathd's setting, done here by the path checker)."""
         reader = ArgReader(words)
         self._queue_if_no_path = False
         self.no_path_retry: int | None = None
+        self._pg_init_retries = 0
+        self._pg_init_delay_msecs: int | None = None
+        self._retain_hw_handler = False
+        self._queue_mode_bio = False
         while reader.remaining:
             word = reader.next("feature").lower()
             if word == "queue_if_no_path":
                 self._queue_if_no_path = True
+            elif word == "retain_attached_hw_handler":
+                self._retain_hw_handler = True
             elif word == "no_path_retry":
                 self.no_path_retry = reader.next_uint("no_path_retry count")
+            elif word == "pg_init_retries" and reader.remaining:
+                self._pg_init_retries = reader.next_uint("pg_init_retries", 1, 50)
+            elif word == "pg_init_delay_msecs" and reader.remaining:
+                self._pg_init_delay_msecs = reader.next_uint("pg_init_delay_msecs", 0, 60000)
+            elif word == "queue_mode" and reader.remaining:
+                mode = reader.next("queue_mode").lower()
+                if mode not in ("bio", "rq", "mq"):
+                    raise TableError(f"unknown queue_mode {mode!r} (bio, rq or mq)")
+                self._queue_mode_bio = mode == "bio"
             else:
                 raise TableError(f"unrecognised multipath feature {word!r}")
+        if self._queue_mode_bio:
+            # alloc_multipath_stage2: bio-based only discovers an attached handler
+            self._retain_hw_handler = True
         if self.no_path_retry:
             self._queue_if_no_path = True
+
+    def _table_features(self) -> list[str]:
+        """The features in multipath_status's order (vudm's no_path_retry last)."""
+        features = []
+        if self._queue_if_no_path and not self.no_path_retry:
+            features.append("queue_if_no_path")
+        if self._pg_init_retries:
+            features += ["pg_init_retries", str(self._pg_init_retries)]
+        if self._pg_init_delay_msecs is not None:
+            features += ["pg_init_delay_msecs", str(self._pg_init_delay_msecs)]
+        if self._retain_hw_handler:
+            features.append("retain_attached_hw_handler")
+        if self._queue_mode_bio:
+            features += ["queue_mode", "bio"]
+        if self.no_path_retry is not None:
+            features += ["no_path_retry", str(self.no_path_retry)]
+        return features
 
     def _parse_group(self, reader: ArgReader, number: int) -> PriorityGroup:
         selector: PathSelector[Path] = make_selector(
@@ -293,13 +335,11 @@ class MultipathTarget(Target):
         """multipath_status: features, hw handler, groups, then each group and path."""
         info = kind is StatusType.INFO
         if info:
-            words = ["2", "0", "0"]  # queue_io, pg_init_count (no hw handler: both 0)
+            # queue_io (set at construction, cleared by the first switch into a group:
+            # __switch_pg without a hw handler), pg_init_count (no hw handler: 0)
+            words = ["2", "0" if self.groups.ever_switched else "1", "0"]
         else:
-            features = []
-            if self._queue_if_no_path and not self.no_path_retry:
-                features.append("queue_if_no_path")
-            if self.no_path_retry is not None:
-                features += ["no_path_retry", str(self.no_path_retry)]
+            features = self._table_features()
             words = [str(len(features)), *features]
         groups = self.groups.groups
         words += ["0", str(len(groups)), str(self.groups.shown_group)]

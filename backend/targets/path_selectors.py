@@ -47,8 +47,7 @@ class PathSelector(abc.ABC, Generic[P]):
     max_path_args: ClassVar[int] = 1
 
     def __init__(self, args: list[str]) -> None:
-        if args:
-            raise TableError(f"{self.name}: takes no selector arguments, got {len(args)}")
+        # The kernel's three selectors take selector arguments and ignore them.
         self._valid: list[P] = []
         self._failed: list[P] = []
         self._info: dict[P, PathInfo] = {}
@@ -59,7 +58,8 @@ class PathSelector(abc.ABC, Generic[P]):
             raise TableError(f"{self.name}: incorrect number of path arguments ({len(args)})")
         info = PathInfo()
         if args:
-            info.repeat_count = parse_uint(args[0], f"{self.name} repeat count")
+            # "repeat_count > 1 is deprecated, using 1 instead" (all three selectors)
+            info.repeat_count = min(parse_uint(args[0], f"{self.name} repeat count"), 1)
         self._parse_extra(info, args[1:])
         self._info[path] = info
         self._valid.append(path)
@@ -116,11 +116,6 @@ class RoundRobin(PathSelector[P]):
         super().__init__(args)
         self._current: P | None = None
         self._left = 0
-
-    def add_path(self, path: P, args: list[str]) -> None:
-        super().add_path(path, args)
-        if self._info[path].repeat_count == 0:
-            raise TableError("round-robin: repeat count must be at least 1")
 
     def select_path(self, nr_bytes: int) -> P | None:
         if self._current in self._valid and self._left > 0:
@@ -252,8 +247,12 @@ class PathGroups:
         self.paths = [p for g in groups for p in g.paths]
         self.valid = len(self.paths)
         self.current: PriorityGroup | None = None
-        self.next: PriorityGroup | None = groups[initial - 1] if initial else None
+        # the kernel accepts an initial group past the last one: then there is none
+        self.next: PriorityGroup | None = (groups[initial - 1] if 0 < initial <= len(groups)
+                                           else None)
         """Switch to this group at the next I/O (the initial group, or switch_group)."""
+        self.ever_switched = False
+        """A path was ever chosen: the kernel's queue_io status bit is 1 until then."""
 
     def choose(self, nr_bytes: int) -> Path | None:
         """choose_pgpath: the path for an I/O of ``nr_bytes``, None if there is none."""
@@ -281,6 +280,7 @@ class PathGroups:
         path = group.selector.select_path(nr_bytes)
         if path is not None:
             self.current = group
+            self.ever_switched = True
         return path
 
     def fail(self, path: Path) -> bool:

@@ -219,11 +219,12 @@ def test_multipath_table_status_messages_like_dmsetup(
     table = "0 2048 multipath 1 queue_if_no_path 0 1 1 round-robin 0 2 1 a 1 b 1"
     ok(capsys, "create", "mp", "--table", table)
     # dm-mpath's own words: features, hw handler, #pgs, next pg, then the group; the
-    # group is E (enabled), not A, until I/O has made it the current group, as in Linux
+    # group is E (enabled), not A, until I/O has made it the current group, and queue_io
+    # (the first feature word) is 1 until then, as in Linux (the format oracle's words)
     assert ok(capsys, "table", "mp") == table + "\n"
-    assert ok(capsys, "status", "mp") == "0 2048 multipath 2 0 0 0 1 1 E 0 2 0 a A 0 b A 0\n"
+    assert ok(capsys, "status", "mp") == "0 2048 multipath 2 1 0 0 1 1 E 0 2 0 a A 0 b A 0\n"
     assert ok(capsys, "message", "mp", "0", "fail_path", "a") == ""
-    assert ok(capsys, "status", "mp") == "0 2048 multipath 2 0 0 0 1 1 E 0 2 0 a F 1 b A 0\n"
+    assert ok(capsys, "status", "mp") == "0 2048 multipath 2 1 0 0 1 1 E 0 2 0 a F 1 b A 0\n"
     assert "Event number:      1\n" in ok(capsys, "info", "mp")
     ok(capsys, "message", "mp", "0", "fail_if_no_path")
     assert ok(capsys, "table", "mp") == table.replace("1 queue_if_no_path", "0") + "\n"

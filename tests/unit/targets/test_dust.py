@@ -78,22 +78,22 @@ def test_status_round_trips_and_reports_mode() -> None:
 
 
 def test_messages_reply_in_the_kernels_words() -> None:
+    """As the guest kernel answers (the format oracle's dust sequence): add, remove,
+    enable and disable are logged, not answered."""
     md, _ = make()
-    assert msg(md, "addbadblock 3") == \
-        "dust_add_block: badblock added at block 3 with write fail count 0"
-    assert msg(md, "addbadblock 5 2") == \
-        "dust_add_block: badblock added at block 5 with write fail count 2"
+    assert msg(md, "addbadblock 3") == ""
+    assert msg(md, "addbadblock 5 2") == ""
     assert msg(md, "queryblock 3") == "dust_query_block: block 3 found in badblocklist"
     assert msg(md, "queryblock 4") == "dust_query_block: block 4 not found in badblocklist"
     assert msg(md, "countbadblocks") == "countbadblocks: 2 badblock(s) found"
     assert msg(md, "listbadblocks") == "3\n5"
-    assert msg(md, "removebadblock 3") == "dust_remove_block: badblock removed at block 3"
+    assert msg(md, "removebadblock 3") == ""
     assert msg(md, "clearbadblocks") == "dust_clear_badblocks: badblocks cleared"
     assert msg(md, "clearbadblocks") == "dust_clear_badblocks: no badblocks found"
     assert msg(md, "countbadblocks") == "countbadblocks: 0 badblock(s) found"
     assert msg(md, "listbadblocks") == "No blocks in badblocklist"
-    assert msg(md, "enable") == "enabling read failures on bad sectors"
-    assert msg(md, "disable") == "disabling read failures on bad sectors"
+    assert msg(md, "enable") == ""
+    assert msg(md, "disable") == ""
 
 
 @pytest.mark.parametrize(("text", "reason"), [

@@ -182,7 +182,8 @@ async def synced(devs: Devices, args: str = "core 1 8 2 a 0 b 0 1 handle_errors"
     ("core 1 8 2 a 0 b 1", "too small"),
     ("core 1 8 2 a 0 b 0 x", "Invalid number of features"),
     ("core 1 8 2 a 0 b 0 2 handle_errors", "Not enough arguments to support feature count"),
-    ("core 1 8 2 a 0 b 0 1 keep_log", "Unrecognised feature requested"),
+    ("core 1 8 2 a 0 b 0 1 keep_log", "keep_log feature requires the handle_errors feature"),
+    ("core 1 8 2 a 0 b 0 1 bogus", "Unrecognised feature requested"),
     ("core 1 8 2 a 0 b 0 1 handle_errors x", "Too many mirror arguments"),
 ])
 def test_bad_arguments_name_the_problem(args: str, reason: str) -> None:

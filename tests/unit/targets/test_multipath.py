@@ -7,6 +7,7 @@ import pytest
 from backend.blockio import Op, Status
 from backend.dm import MessageError, StatusType, parse_table
 from backend.errors import TableError
+from backend.targets.multipath import MultipathTarget
 
 from .mpath_support import (
     Paths,
@@ -59,16 +60,46 @@ def test_table_text_is_the_kernels() -> None:
         "service-time 0 1 2 p2 1 50")
 
 
+@pytest.mark.parametrize(("args", "printed"), [
+    # as the guest kernel's dm-mpath prints them (the format oracle's multipath sequences)
+    ("2 queue_mode bio 0 1 1 round-robin 0 1 1 p0 1",
+     "3 retain_attached_hw_handler queue_mode bio 0 1 1 round-robin 0 1 1 p0 1"),
+    ("3 queue_if_no_path queue_mode rq 0 1 1 round-robin 0 1 1 p0 1",
+     "1 queue_if_no_path 0 1 1 round-robin 0 1 1 p0 1"),
+    ("4 pg_init_retries 3 pg_init_delay_msecs 100 0 1 1 round-robin 0 1 1 p0 1",
+     "4 pg_init_retries 3 pg_init_delay_msecs 100 0 1 1 round-robin 0 1 1 p0 1"),
+    ("0 0 1 1 round-robin 0 1 1 p0 1000", "0 0 1 1 round-robin 0 1 1 p0 1"),
+    ("0 0 1 1 round-robin 0 1 1 p0 0", "0 0 1 1 round-robin 0 1 1 p0 0"),
+    ("0 0 1 1 round-robin 2 x y 1 1 p0 1", "0 0 1 1 round-robin 0 1 1 p0 1"),
+    ("0 0 1 1 service-time 0 1 2 p0 7 20", "0 0 1 1 service-time 0 1 2 p0 1 20"),
+    ("0 0 1 2 round-robin 0 1 1 p0 1", "0 0 1 1 round-robin 0 1 1 p0 1"),
+])
+def test_kernel_features_and_selector_args(args: str, printed: str) -> None:
+    table = parse_table(f"0 200 multipath {args}", Paths("p0"))
+    assert table.status(StatusType.TABLE) == f"0 200 multipath {printed}"
+
+
+def test_queue_io_bit_is_set_until_the_first_path_choice() -> None:
+    """multipath_status INFO's first feature word: MPATHF_QUEUE_IO, set at construction
+    and cleared when the first I/O switches into a group."""
+    table = parse_table("0 200 multipath 0 0 1 1 round-robin 0 1 1 p0 1", Paths("p0"))
+    assert table.status(StatusType.INFO).startswith("0 200 multipath 2 1 0 ")
+    target = table.targets[0]
+    assert isinstance(target, MultipathTarget)
+    assert target.groups.choose(4096) is not None
+    assert table.status(StatusType.INFO).startswith("0 200 multipath 2 0 0 ")
+
+
 @pytest.mark.parametrize(("args", "reason"), [
     ("1 bogus 0 1 1 round-robin 0 1 0 p0", "unrecognised multipath feature 'bogus'"),
     ("0 1 alua 1 1 round-robin 0 1 0 p0", "hardware handlers are not supported"),
     ("0 0 1 0 round-robin 0 1 0 p0", "invalid initial priority group 0 of 1"),
-    ("0 0 1 2 round-robin 0 1 0 p0", "invalid initial priority group 2 of 1"),
     ("0 0 1 1 fastest 0 1 0 p0", "unknown path selector type 'fastest'"),
     ("0 0 1 1 round-robin 0 0 0", "invalid number of paths in group 1: 0 is outside 1..1024"),
     ("0 0 1 1 round-robin 0 2 0 p0", "not enough arguments: expected device of path 2"),
     ("0 0 1 1 round-robin 0 1 0 nope", "device lookup failed: nope"),
-    ("0 0 1 1 round-robin 0 1 1 p0 0", "round-robin: repeat count must be at least 1"),
+    ("2 queue_mode fast 0 1 1 round-robin 0 1 0 p0", "unknown queue_mode 'fast'"),
+    ("2 pg_init_retries 51 0 1 1 round-robin 0 1 0 p0", "pg_init_retries: 51 is outside 1..50"),
     ("0 0 1 1 service-time 0 1 2 p0 1 101", "relative_throughput: 101 is outside 0..100"),
     ("0 0 1 1 round-robin 0 1 0 p0 extra", "too many arguments: unexpected 'extra'"),
     ("0 0 2 1 round-robin 0 1 0 p0", "not enough arguments: expected path selector of group 2"),
@@ -92,7 +123,7 @@ def test_path_must_cover_the_target() -> None:
 async def test_info_status_tracks_groups_and_paths() -> None:
     paths = Paths("p0", "p1", "p2")
     md = make_md(TWO_GROUPS, paths)
-    assert md.status() == ("0 200 multipath 2 0 0 0 2 2 "
+    assert md.status() == ("0 200 multipath 2 1 0 0 2 2 "  # queue_io until the first I/O
                            "E 0 2 0 p0 A 0 p1 A 0 E 0 1 2 p2 A 0 0 50")
     r = Requests()
     r.submit(md, "w", Op.WRITE, 0, 1, b"x")
