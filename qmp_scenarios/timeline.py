@@ -14,6 +14,7 @@ Three panels on one time axis:
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,10 @@ def build_figure(result: ScenarioResult) -> Any:
     placed, lanes = _place_steps(result.steps, t_end)
     paths = _path_names(result)
     heights = [max(1.2, lanes * LANE_IN + 0.3), max(0.5, len(paths) * 0.32 + 0.2), 2.6]
-    fig = plt.figure(figsize=(WIDTH_IN, sum(heights) + 1.0), dpi=DPI)
+    total_in = sum(heights) + 1.2
+    fig = plt.figure(figsize=(WIDTH_IN, total_in), dpi=DPI)
     grid = fig.add_gridspec(3, 1, height_ratios=heights, hspace=0.12, left=LEFT,
-                            right=RIGHT, top=1 - 0.45 / (sum(heights) + 1.0),
-                            bottom=0.5 / (sum(heights) + 1.0))
+                            right=RIGHT, top=1 - 0.7 / total_in, bottom=0.5 / total_in)
     ax_steps = fig.add_subplot(grid[0])
     ax_paths = fig.add_subplot(grid[1], sharex=ax_steps)
     ax_io = fig.add_subplot(grid[2], sharex=ax_steps)
@@ -76,8 +77,9 @@ def build_figure(result: ScenarioResult) -> Any:
     _draw_io(ax_io, result)
 
     status = "PASSED" if result.passed else "FAILED"
-    fig.suptitle(f"{result.scenario}: {status} (expect {result.expect})\n{result.verdict}",
-                 fontsize=9, x=LEFT, ha="left")
+    verdict = "\n".join(textwrap.wrap(result.verdict, 150)[:2])
+    fig.suptitle(f"{result.scenario}: {status} (expect {result.expect})\n{verdict}",
+                 fontsize=9, x=LEFT, ha="left", y=1 - 0.08 / total_in, va="top")
     for ax in (ax_steps, ax_paths):
         ax.tick_params(labelbottom=False)
     ax_io.set_xlabel("seconds since scenario start")
@@ -205,7 +207,7 @@ def _draw_io(ax: Any, result: ScenarioResult) -> None:
     ax.set_ylabel("guest I/O per second", fontsize=8)
     ax.grid(alpha=0.3)
     blank = Line2D([], [], linestyle="none")
-    lines = counter_lines(result)
+    lines = [wrapped for line in counter_lines(result) for wrapped in _wrap(line)]
     handles += [blank] * len(lines)
     labels = [h.get_label() for h in handles[:len(handles) - len(lines)]] + lines
     ax.figure.legend(handles, labels, loc="upper left", bbox_to_anchor=(RIGHT + 0.01, 0.98),
@@ -239,6 +241,16 @@ def counter_lines(result: ScenarioResult) -> list[str]:
                 need = minimum if isinstance(minimum, str) else f">= {minimum}"
                 lines.append(f"  {mark}: {owner} {dotted} = {seen} ({need})")
     return lines
+
+
+LEGEND_CHARS = 62
+"""Legend lines are wrapped at this width so the legend stays inside the picture."""
+
+
+def _wrap(line: str) -> list[str]:
+    indent = " " * (len(line) - len(line.lstrip()) + 4)
+    return textwrap.wrap(line, LEGEND_CHARS, subsequent_indent=indent,
+                         drop_whitespace=False, break_on_hyphens=False) or [line]
 
 
 def _target_words(target: dict[str, Any]) -> str:
