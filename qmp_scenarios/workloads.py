@@ -11,7 +11,8 @@ IOPS_LOG = "/tmp/vudm-io"
 
 def verify_writes(disk: str, *, size: str = "32M", rate_iops: int = 1000,
                   iodepth: int = 8, bs: str = "4k", name: str = "verify",
-                  fsync_every: int = 0, backlog: int | None = 128) -> FioJob:
+                  fsync_every: int = 0, backlog: int | None = 128,
+                  offset: str | None = None) -> FioJob:
     """Random writes at a steady rate with every block read back and checked.
 
     The rate keeps I/O flowing for ``size / bs / rate_iops`` seconds, so a scenario's
@@ -19,8 +20,11 @@ def verify_writes(disk: str, *, size: str = "32M", rate_iops: int = 1000,
     verified during the run (``verify_backlog``) and all of them again at the end.
     ``fsync_every`` N > 0 sends a flush (fsync of the device) after every N writes.
     ``backlog=None`` verifies only at the end: until then every request is a write.
+    ``offset``: where the written region starts (default: the device's start).
     """
-    flush = (("fsync", str(fsync_every)),) if fsync_every else ()
+    flush: tuple[tuple[str, str], ...] = (("fsync", str(fsync_every)),) if fsync_every else ()
+    if offset is not None:
+        flush += (("offset", offset),)
     return FioJob(
         filename=disk, rw="randwrite", bs=bs, iodepth=iodepth, size=size, verify=True,
         verify_backlog=backlog, name=name,
@@ -53,6 +57,15 @@ def wait_for_ios_command(disk: str, writes: int) -> str:
     """
     name = disk.rsplit("/", 1)[-1]
     return (f"while [ $(awk '{{print $5}}' /sys/block/{name}/stat) -lt {writes} ]; "
+            f"do usleep 20000; done")
+
+
+def wait_for_sectors_written_command(disk: str, sectors: int) -> str:
+    """A guest command returning once the disk has completed writes of ``sectors``
+    sectors (merged or not: the block layer may merge adjacent writes, so a request
+    count would not be exact)."""
+    name = disk.rsplit("/", 1)[-1]
+    return (f"while [ $(awk '{{print $7}}' /sys/block/{name}/stat) -lt {sectors} ]; "
             f"do usleep 20000; done")
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..rig import Rig
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..rig import Rig, make_image
 from ..steps import add_nbd_path, attach_disk, boot_guest, create_dm
 
 MIB_SECTORS = 2048
@@ -32,13 +35,45 @@ async def mpath_disk(rig: Rig, paths: list[str], *, queue_if_no_path: bool = Tru
     return await attach_disk(rig, name, "d0")
 
 
-async def spanning_mpath_disk(rig: Rig, queue_if_no_path: bool = True) -> tuple[str, int]:
-    """Two multipath targets (paths a0,a1 and b0,b1, all over the rig's image: like the
-    kernel's, a path sees the mapped device's own sector numbers); the boundary sits 4 KiB
-    past the middle so 64 KiB guest writes straddle it and are split. Returns the guest's
-    /dev path and the boundary sector."""
-    for p in ("a0", "a1", "b0", "b1"):
-        await add_nbd_path(rig, p)
+SPAN_BLOCKS = 64
+"""64 KiB blocks in the spanning region: block 0 straddles the boundary."""
+
+
+@dataclass(frozen=True)
+class SpanningDisk:
+    """Two multipath targets and a fio region whose first 64 KiB block straddles them."""
+
+    disk: str
+    """The guest's /dev path."""
+    boundary: int
+    """The first sector of target 1 (4 KiB past the middle)."""
+    images: tuple[Path, Path]
+    """Target 0's paths serve the first image, target 1's the second."""
+
+    @property
+    def region_offset(self) -> str:
+        """fio ``offset``: 4 KiB before the boundary, so block 0's first 4 KiB map to
+        target 0 and the rest of it, and every other block, to target 1."""
+        return f"{(self.boundary - 8) * 512}"
+
+    @property
+    def region_size(self) -> str:
+        return f"{SPAN_BLOCKS * 64}k"
+
+
+async def spanning_mpath_disk(rig: Rig, queue_if_no_path: bool = True) -> SpanningDisk:
+    """Two multipath targets, paths a0,a1 for target 0 and b0,b1 for target 1; the
+    boundary sits 4 KiB past the middle. Each target's paths have an image of their own
+    (like the kernel's, a path sees the mapped device's sector numbers, and each target
+    only ever touches its own range): the two halves of a split write never go through
+    two NBD servers of one image, whose separate caches can lose one of them."""
+    images = (rig.workdir / "span-a.img", rig.workdir / "span-b.img")
+    for img in images:
+        make_image(img, rig.image_mb << 20)
+    for p in ("a0", "a1"):
+        await add_nbd_path(rig, p, images[0])
+    for p in ("b0", "b1"):
+        await add_nbd_path(rig, p, images[1])
     half = rig.image_mb * MIB_SECTORS // 2 + 8
     total = rig.image_mb * MIB_SECTORS
     table = "\n".join([
@@ -47,4 +82,4 @@ async def spanning_mpath_disk(rig: Rig, queue_if_no_path: bool = True) -> tuple[
     ])
     await create_dm(rig, "mp", table)
     await boot_guest(rig)
-    return await attach_disk(rig, "mp", "d0"), half
+    return SpanningDisk(await attach_disk(rig, "mp", "d0"), half, images)
