@@ -1,210 +1,242 @@
-"""``make bench``: vudm against qemu-storage-daemon, same guest, same image, same run.
+"""``make bench``: vudm against qemu-storage-daemon, same image, same guest setup.
 
-One TCG guest is booted once. Each round hotplugs a disk served by each backend in turn
-(vudm: ``linear`` over the image through ``vudm serve``; QSD with aio=threads and with
-aio=native, both cache.direct=on like vudm's O_DIRECT), runs the five workloads with
-fio in the guest, and measures the backend's CPU time from /proc around each run. The
-order of backends rotates every round, and medians over the rounds are reported: runs
-here vary by 15-30%, and under TCG the guest, not the backend, caps IOPS, so CPU µs per
-I/O is the sharper figure.
+Backends: vudm (``linear`` over the image through ``vudm serve``), vudm-transport (the
+vhost-user-blk export straight on the ``file:`` device, no mapped device: the difference
+is the dm layer's own cost), QSD aio=threads and aio=native (cache.direct=on, like
+vudm's O_DIRECT). Every backend gets a freshly booted TCG guest in every round (so one
+backend's leftovers cannot wedge the next), the order rotating per round; fio runs the
+five workloads and the backend's CPU time is read from /proc around each run.
+
+Every run has a deadline. A run that misses it is recorded as ``hung`` with what it left
+behind (the backend's thread states and kernel stacks, the guest's blk-mq debugfs and
+blocked tasks, the vring's indexes as QEMU sees them), the rest of that backend's round
+is skipped, its guest and backend are killed, and the bench goes on. Medians come from
+finished runs only. Exit status: non-zero only when a vudm run hung or failed; a QSD
+hang is reported, not fatal.
+
+Knobs (environment or flags): BENCH_ROUNDS (3), BENCH_SECONDS (8 s per run),
+BENCH_TIMEOUT (per-run deadline, default 2 x (seconds + ramp) + 20 s), BENCH_BACKENDS,
+BENCH_WORKLOADS (comma-separated names). A smoke run: ``BENCH_ROUNDS=1 BENCH_SECONDS=2``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Protocol
 
-from backend.control.testing import DaemonProcess
-from guests.fio import run_fio
-from guests.fio_job import FioJob, bench_job
+from guests.fio import start_fio
+from guests.fio_job import bench_job
 from guests.machine import Guest
 
-from .bench_stats import WORKLOADS, Sample, Workload, medians, table, to_json
-from .qsd import StorageDaemon, process_cpu_seconds
-from .rig import make_image
+from .bench_backends import VUDM_LABELS, Backend, make_backends, stop_quietly
+from .bench_evidence import GUEST_BRINGUP, collect
+from .bench_plot import draw_bench
+from .bench_stats import WORKLOADS, Sample, Workload, incidents, medians, table, to_json
 
 log = logging.getLogger(__name__)
 
-
-class Backend(Protocol):
-    label: str
-    socket: Path
-
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    def cpu_seconds(self) -> float: ...
+RAMP_S = 1.0
 
 
-class VudmBackend:
-    """``vudm serve`` with a linear table over the image and one vhost-user-blk export."""
-
-    label = "vudm"
-
-    def __init__(self, rundir: Path, image: Path) -> None:
-        self.rundir = rundir
-        self.socket = rundir / "vudm-blk.sock"
-        self.image = image
-        self.config = rundir / "vudm.toml"
-        sectors = image.stat().st_size // 512
-        self.config.write_text(
-            f'[[device]]\nname = "img"\nuri = "file:{image}"\n\n'
-            f'[[dm]]\nname = "vol"\ntable = "0 {sectors} linear img 0"\n\n'
-            f'[[export]]\nid = "exp"\ndm = "vol"\nsocket = "{self.socket}"\n'
-            f"writable = true\n")
-        self.daemon = DaemonProcess(rundir / "vudm", config=self.config)
-
-    async def start(self) -> None:
-        await self.daemon.start()
-
-    async def stop(self) -> None:
-        await self.daemon.stop()
-
-    def cpu_seconds(self) -> float:
-        assert self.daemon.proc is not None
-        return process_cpu_seconds(self.daemon.proc.pid)
+class RunHung(Exception):
+    """A fio run missed its deadline."""
 
 
-class QsdBackend:
-    """qemu-storage-daemon exporting the image over vhost-user-blk."""
-
-    def __init__(self, rundir: Path, image: Path, aio: str) -> None:
-        self.label = f"qsd-{aio}"
-        self.socket = rundir / f"{self.label}.sock"
-        self.daemon = StorageDaemon(rundir / self.label, [
-            "--blockdev", f"driver=file,node-name=file0,filename={image},"
-                          f"cache.direct=on,aio={aio}",
-            "--blockdev", "driver=raw,node-name=disk0,file=file0",
-            "--export", f"type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,"
-                        f"addr.path={self.socket},writable=on,num-queues=1",
-        ])
-
-    async def start(self) -> None:
-        self.socket.unlink(missing_ok=True)
-        await self.daemon.start()
-
-    async def stop(self) -> None:
-        await self.daemon.stop()
-
-    def cpu_seconds(self) -> float:
-        return self.daemon.cpu_seconds()
+def fill_image(path: Path, size: int) -> None:
+    """A raw image written through once with non-zero data, so every backend reads
+    allocated blocks (and native AIO never writes into holes); kept between runs."""
+    stamp = path.with_suffix(".filled")
+    if path.exists() and path.stat().st_size == size and stamp.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunk = os.urandom(1 << 20)
+    with path.open("wb") as f:
+        for _ in range(size >> 20):
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    stamp.write_text(f"{size}\n")
 
 
 async def _measure(guest: Guest, backend: Backend, disk: str, wl: Workload, rep: int,
-                   runtime: float) -> Sample:
+                   runtime: float, deadline: float, freeze: bool = False) -> Sample:
     job = bench_job(disk, wl.rw, bs=wl.bs, iodepth=wl.iodepth, runtime_s=runtime,
-                    ramp_time_s=1.0)
+                    ramp_time_s=RAMP_S)
     cpu0 = backend.cpu_seconds()
-    res = await run_fio(guest, job)
+    handle = await start_fio(guest, job)
+    if freeze and backend.pid is not None:
+        os.kill(backend.pid, signal.SIGSTOP)  # --freeze: a backend that stops answering
+    try:
+        async with asyncio.timeout(deadline):
+            res = await handle.wait(deadline + 60.0)  # the outer deadline fires first
+    except TimeoutError:
+        raise RunHung(f"fio did not finish within {deadline:.0f} s "
+                      f"({runtime:g} s run + {RAMP_S:g} s ramp)") from None
     cpu1 = backend.cpu_seconds()
     if not res.ok:
-        raise RuntimeError(f"{backend.label} {wl.name}: fio failed: exit {res.exit_code}, "
-                           f"{res.errors} errors: {res.stderr[-500:]}")
+        raise RuntimeError(f"fio failed: exit {res.exit_code}, {res.errors} errors: "
+                           f"{res.stderr[-300:]}")
     d = res.read if wl.rw in ("randread", "read") else res.write
     # CPU is counted over the whole run including ramp time; so are the I/Os we divide by
-    ios = d.ios + int(d.iops * 1.0)
+    ios = d.ios + int(d.iops * RAMP_S)
     return Sample(backend=backend.label, workload=wl.name, rep=rep, iops=d.iops,
                   mbps=d.bw_bytes / 1e6, lat_mean_us=d.lat_mean_us, lat_p99_us=d.lat_p99_us,
                   ios=ios, cpu_s=cpu1 - cpu0)
 
 
-async def run_bench(workdir: Path, reps: int, runtime: float, size_mb: int,
-                    workloads: list[Workload], samples: list[Sample]) -> float:
-    """Append a Sample per run to ``samples`` (so a failure keeps what was measured);
-    return the guest's boot time."""
+async def backend_round(workdir: Path, backend: Backend, rep: int, runtime: float,
+                        deadline: float, workloads: list[Workload],
+                        samples: list[Sample], boots: list[float],
+                        freeze: bool = False) -> None:
+    """One backend, one round, one fresh guest: every workload, or up to a hang."""
+    done: set[str] = set()
+    hung = False
+    try:
+        async with Guest(workdir / "guests" / f"r{rep + 1}-{backend.label}",
+                         memory_mb=512, vcpus=1) as guest:
+            boots.append(guest.boot_seconds or 0.0)
+            (await guest.run(GUEST_BRINGUP, timeout=30.0)).check("bench guest bring-up")
+            await backend.start()
+            disk_id = "bench"
+            disk = await guest.hotplug_vhost_user_blk(disk_id, backend.socket)
+            for wl in workloads:
+                try:
+                    s = await _measure(guest, backend, disk, wl, rep, runtime, deadline,
+                                       freeze)
+                except RunHung as e:
+                    hung = True
+                    print(f"  round {rep + 1} {backend.label:<15} {wl.name:<18} HUNG: "
+                          f"collecting evidence", flush=True)
+                    evidence = await collect(guest, backend, disk_id, disk)
+                    samples.append(Sample(backend.label, wl.name, rep, status="hung",
+                                          error=str(e), evidence=evidence))
+                    done.add(wl.name)
+                    os.kill(guest.pid, signal.SIGKILL)  # a quit would wait on the backend
+                    break
+                except Exception as e:
+                    s = Sample(backend.label, wl.name, rep, status="failed",
+                               error=f"{type(e).__name__}: {str(e)[:500]}")
+                samples.append(s)
+                done.add(wl.name)
+                print(f"  round {rep + 1} {backend.label:<15} {wl.name:<18} "
+                      + (f"{s.iops:8.0f} IOPS {s.cpu_us_per_io:7.1f} µs CPU/IO"
+                         if s.status == "ok" else f"FAILED: {s.error[:200]}"), flush=True)
+            if not hung:
+                await guest.unplug(disk_id)
+    except Exception as e:  # boot, start, hotplug, unplug: the round's other runs fail
+        error = f"{type(e).__name__}: {str(e)[:500]}"
+        print(f"  round {rep + 1} {backend.label:<15} FAILED: {error[:300]}", flush=True)
+        for wl in workloads:
+            if wl.name not in done:
+                samples.append(Sample(backend.label, wl.name, rep, status="failed",
+                                      error=error))
+                done.add(wl.name)
+    finally:
+        await stop_quietly(backend, kill=hung)
+    for wl in workloads:
+        if wl.name not in done:
+            samples.append(Sample(backend.label, wl.name, rep, status="skipped",
+                                  error="skipped: an earlier run of this round hung"))
+
+
+async def run_bench(workdir: Path, rounds: int, runtime: float, deadline: float,
+                    size_mb: int, backend_labels: list[str], workloads: list[Workload],
+                    samples: list[Sample], boots: list[float],
+                    freeze: frozenset[str] = frozenset()) -> None:
+    """Append a Sample per run to ``samples`` (so a crash keeps what was measured)."""
     workdir.mkdir(parents=True, exist_ok=True)
     image = workdir / "bench.img"
-    make_image(image, size_mb << 20)
-    backends: list[Backend] = [VudmBackend(workdir, image), QsdBackend(workdir, image, "threads"),
-                               QsdBackend(workdir, image, "native")]
-    try:
-        return await _rounds(workdir, backends, reps, runtime, size_mb, workloads, samples)
-    finally:
-        for b in backends:  # a failed round must not leave a daemonized QSD behind
-            with contextlib.suppress(Exception):
-                await b.stop()
+    fill_image(image, size_mb << 20)
+    backends = [b for b in make_backends(workdir, image) if b.label in backend_labels]
+    for rep in range(rounds):
+        shift = rep % len(backends)
+        for backend in backends[shift:] + backends[:shift]:
+            await backend_round(workdir, backend, rep, runtime, deadline, workloads,
+                                samples, boots, freeze=backend.label in freeze)
 
 
-BACKENDS = ["vudm", "qsd-threads", "qsd-native"]
+ALL_BACKENDS = ["vudm", "vudm-transport", "qsd-threads", "qsd-native"]
 
 
-async def _rounds(workdir: Path, backends: list[Backend], reps: int, runtime: float,
-                  size_mb: int, workloads: list[Workload], samples: list[Sample]) -> float:
-    async with Guest(workdir / "guest", memory_mb=512, vcpus=1) as guest:
-        boot = guest.boot_seconds or 0.0
-        # fill the image once so reads hit allocated blocks on every backend
-        first = backends[1]
-        await first.start()
-        disk = await guest.hotplug_vhost_user_blk("fill", first.socket)
-        await run_fio(guest, FioJob(filename=disk, rw="write", bs="1M", iodepth=4,
-                                    size=f"{size_mb}M", name="fill"))
-        await guest.unplug("fill")
-        await first.stop()
-        for rep in range(reps):
-            order = backends[rep % len(backends):] + backends[:rep % len(backends)]
-            for backend in order:
-                await backend.start()
-                disk_id = f"{backend.label}-{rep}"
-                disk = await guest.hotplug_vhost_user_blk(disk_id, backend.socket)
-                for wl in workloads:
-                    s = await _measure(guest, backend, disk, wl, rep, runtime)
-                    samples.append(s)
-                    print(f"  round {rep + 1}/{reps} {backend.label:<12} {wl.name:<18} "
-                          f"{s.iops:8.0f} IOPS {s.cpu_us_per_io:7.1f} µs CPU/IO", flush=True)
-                await guest.unplug(disk_id)
-                await backend.stop()
-    return boot
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="vudm-bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="vudm-bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, default=Path("results/bench.json"))
-    p.add_argument("--reps", type=int, default=int(os.environ.get("VUDM_BENCH_REPS", "3")))
-    p.add_argument("--runtime", type=float,
-                   default=float(os.environ.get("VUDM_BENCH_RUNTIME", "8")))
+    p.add_argument("--rounds", type=int, default=int(_env("BENCH_ROUNDS", "3")))
+    p.add_argument("--seconds", type=float, default=float(_env("BENCH_SECONDS", "8")))
+    p.add_argument("--timeout", type=float, default=float(_env("BENCH_TIMEOUT", "0")),
+                   help="per-run deadline in seconds (0: 2 x (seconds + ramp) + 20)")
     p.add_argument("--size-mb", type=int, default=1024)
     p.add_argument("--workdir", type=Path, default=Path("build/bench"))
-    p.add_argument("--only", help="comma-separated workload names")
+    p.add_argument("--backends", default=_env("BENCH_BACKENDS", ",".join(ALL_BACKENDS)))
+    p.add_argument("--only", default=_env("BENCH_WORKLOADS", ""),
+                   help="comma-separated workload names")
+    p.add_argument("--freeze", default="",
+                   help="comma-separated backends to SIGSTOP once their first run started "
+                        "(shows what a hung run reports; the bench then exits non-zero "
+                        "if one of them is vudm's)")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     workloads = [w for w in WORKLOADS if not ns.only or w.name in ns.only.split(",")]
+    backends = [b for b in ALL_BACKENDS if b in ns.backends.split(",")]
+    deadline = ns.timeout or 2 * (ns.seconds + RAMP_S) + 20.0
     t0 = time.monotonic()
     samples: list[Sample] = []
-    boot, error = 0.0, ""
+    boots: list[float] = []
+    error = ""
     try:
-        boot = asyncio.run(run_bench(ns.workdir.resolve(), ns.reps, ns.runtime, ns.size_mb,
-                                     workloads, samples))
-    except Exception as e:  # keep and show what was measured, then fail
+        asyncio.run(run_bench(ns.workdir.resolve(), ns.rounds, ns.seconds, deadline,
+                              ns.size_mb, backends, workloads, samples, boots,
+                              frozenset(ns.freeze.split(",")) - {""}))
+    except BaseException as e:  # keep and show what was measured, then fail
         error = f"{type(e).__name__}: {str(e)[:500]}"
-        print(f"\nbench failed after {len(samples)} samples: {error}", file=sys.stderr)
-    backends = BACKENDS
+        print(f"\nbench stopped after {len(samples)} samples: {error}", file=sys.stderr)
     meta = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(), "cpus": os.cpu_count(),
+        "loadavg_at_end": os.getloadavg(),
         "qemu": subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
                                text=True).stdout.splitlines()[0],
-        "guest": "TCG, 1 vCPU, 512 MiB", "reps": ns.reps, "runtime_s": ns.runtime,
-        "image_mb": ns.size_mb, "guest_boot_s": boot,
+        "guest": "TCG, 1 vCPU, 512 MiB, a fresh one per backend and round",
+        "rounds": ns.rounds, "runtime_s": ns.seconds, "ramp_s": RAMP_S,
+        "run_deadline_s": deadline, "image_mb": ns.size_mb,
+        "guest_boot_s": sorted(boots)[len(boots) // 2] if boots else None,
         "wall_s": time.monotonic() - t0,
-        "note": "medians over rounds with rotating backend order; CPU = backend user+sys",
+        "note": "medians over finished runs, rotating backend order; CPU = backend "
+                "user+sys over ramp + run",
         "error": error,
     }
     doc = to_json(samples, backends, meta)
     ns.json.parent.mkdir(parents=True, exist_ok=True)
     ns.json.write_text(json.dumps(doc, indent=2) + "\n")
+    png = ns.json.with_suffix(".png")
+    try:
+        draw_bench(samples, backends, png,
+                   f"vudm bench {meta['date']}: {ns.rounds} rounds x {ns.seconds:g} s, "
+                   f"medians, TCG guest")
+    except Exception as e:
+        print(f"no PNG: {type(e).__name__}: {e}", file=sys.stderr)
     print()
     print(table(medians(samples), backends))
-    print(f"\nJSON: {ns.json}")
-    return 1 if error else 0
+    bad = incidents(samples)
+    if bad:
+        print(f"\nruns that did not finish (evidence in the JSON):\n{bad}")
+    print(f"\nJSON: {ns.json}\nPNG:  {png}")
+    ours_bad = [s for s in samples if s.backend in VUDM_LABELS and s.status != "ok"]
+    return 1 if error or ours_bad else 0
 
 
 if __name__ == "__main__":

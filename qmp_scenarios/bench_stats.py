@@ -1,10 +1,12 @@
-"""Benchmark bookkeeping: samples, medians, vudm/QSD ratios, and the printed table."""
+"""Benchmark bookkeeping: samples, medians, vudm/QSD ratios, the dm layer's own cost,
+and the printed table. Only runs that finished (``status == "ok"``) enter a median; hung
+and failed runs are listed apart with what they left behind."""
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from guests.fio_job import Workload as FioRw
 
@@ -26,17 +28,23 @@ WORKLOADS = [
 ]
 
 
+RunStatus = Literal["ok", "hung", "failed", "skipped"]
+
+
 @dataclass
 class Sample:
     backend: str
     workload: str
     rep: int
-    iops: float
-    mbps: float
-    lat_mean_us: float
-    lat_p99_us: float
-    ios: int
-    cpu_s: float
+    iops: float = 0.0
+    mbps: float = 0.0
+    lat_mean_us: float = 0.0
+    lat_p99_us: float = 0.0
+    ios: int = 0
+    cpu_s: float = 0.0
+    status: RunStatus = "ok"
+    error: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cpu_us_per_io(self) -> float:
@@ -49,9 +57,10 @@ METRICS = ("iops", "mbps", "lat_mean_us", "lat_p99_us", "cpu_us_per_io")
 def medians(samples: list[Sample]) -> dict[str, dict[str, dict[str, float]]]:
     """backend -> workload -> metric -> median over the repetitions."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    keys = sorted({(s.backend, s.workload) for s in samples})
+    done = [s for s in samples if s.status == "ok"]
+    keys = sorted({(s.backend, s.workload) for s in done})
     for backend, workload in keys:
-        group = [s for s in samples if s.backend == backend and s.workload == workload]
+        group = [s for s in done if s.backend == backend and s.workload == workload]
         out.setdefault(backend, {})[workload] = {
             m: statistics.median(float(getattr(s, m)) for s in group) for m in METRICS
         } | {"runs": float(len(group))}
@@ -71,26 +80,50 @@ def ratios(med: dict[str, dict[str, dict[str, float]]], ours: str,
     return out
 
 
-def table(med: dict[str, dict[str, dict[str, float]]], backends: list[str]) -> str:
-    """A plain-text table, one row per workload and backend."""
-    head = (f"{'workload':<20} {'backend':<14} {'IOPS':>9} {'MB/s':>8} {'lat µs':>8} "
-            f"{'p99 µs':>8} {'CPU µs/IO':>10} {'vs '+backends[1]:>12}")
+BASELINE = "qsd-native"
+"""The bar: QSD's best mode."""
+
+
+def dm_cost(med: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """workload -> CPU µs per I/O the dm layer adds (vudm minus vudm-transport)."""
+    out: dict[str, float] = {}
+    for workload, full in med.get("vudm", {}).items():
+        bare = med.get("vudm-transport", {}).get(workload)
+        if bare:
+            out[workload] = full["cpu_us_per_io"] - bare["cpu_us_per_io"]
+    return out
+
+
+def table(med: dict[str, dict[str, dict[str, float]]], backends: list[str],
+          baseline: str = BASELINE) -> str:
+    """A plain-text table, one row per workload and backend, ratios against ``baseline``,
+    and the dm layer's own CPU cost per I/O on vudm's rows."""
+    head = (f"{'workload':<18} {'backend':<15} {'runs':>4} {'IOPS':>8} {'MB/s':>7} "
+            f"{'lat µs':>7} {'p99 µs':>7} {'CPU µs/IO':>9} {'vs ' + baseline:>20} "
+            f"{'dm µs/IO':>8}")
     lines = [head, "-" * len(head)]
-    workloads = [w.name for w in WORKLOADS]
-    for wl in workloads:
-        base = med.get(backends[1], {}).get(wl)
+    dm = dm_cost(med)
+    for wl in (w.name for w in WORKLOADS):
+        base = med.get(baseline, {}).get(wl)
         for b in backends:
             m = med.get(b, {}).get(wl)
             if not m:
                 continue
             rel = ""
-            if base and b != backends[1] and base["iops"]:
+            if base and b != baseline and base["iops"] and base["cpu_us_per_io"]:
                 rel = (f"{m['iops'] / base['iops']:.2f}x io "
                        f"{m['cpu_us_per_io'] / base['cpu_us_per_io']:.2f}x cpu")
-            lines.append(f"{wl:<20} {b:<14} {m['iops']:>9.0f} {m['mbps']:>8.1f} "
-                         f"{m['lat_mean_us']:>8.0f} {m['lat_p99_us']:>8.0f} "
-                         f"{m['cpu_us_per_io']:>10.1f} {rel:>12}")
+            extra = f"{dm[wl]:8.1f}" if b == "vudm" and wl in dm else ""
+            lines.append(f"{wl:<18} {b:<15} {m['runs']:>4.0f} {m['iops']:>8.0f} "
+                         f"{m['mbps']:>7.1f} {m['lat_mean_us']:>7.0f} {m['lat_p99_us']:>7.0f} "
+                         f"{m['cpu_us_per_io']:>9.1f} {rel:>20} {extra:>8}")
     return "\n".join(lines)
+
+
+def incidents(samples: list[Sample]) -> str:
+    """One line per run that did not finish, with its error."""
+    return "\n".join(f"{s.status.upper():7} round {s.rep + 1} {s.backend:<15} {s.workload:<18}"
+                     f" {s.error[:160]}" for s in samples if s.status != "ok")
 
 
 def to_json(samples: list[Sample], backends: list[str], meta: dict[str, Any]) -> dict[str, Any]:
@@ -101,5 +134,12 @@ def to_json(samples: list[Sample], backends: list[str], meta: dict[str, Any]) ->
         "workloads": [asdict(w) for w in WORKLOADS],
         "samples": [asdict(s) | {"cpu_us_per_io": s.cpu_us_per_io} for s in samples],
         "medians": med,
-        "ratios": {f"vudm/{b}": ratios(med, "vudm", b) for b in backends if b != "vudm"},
+        "ratios": {f"{ours}/{b}": ratios(med, ours, b)
+                   for ours in ("vudm", "vudm-transport") for b in backends
+                   if b not in ("vudm", "vudm-transport")},
+        "dm_cpu_us_per_io": dm_cost(med),
+        "hung": [{"backend": s.backend, "workload": s.workload, "round": s.rep + 1,
+                  "error": s.error} for s in samples if s.status == "hung"],
+        "failed": [{"backend": s.backend, "workload": s.workload, "round": s.rep + 1,
+                    "error": s.error} for s in samples if s.status == "failed"],
     }

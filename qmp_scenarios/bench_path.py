@@ -1,0 +1,199 @@
+"""``python -m qmp_scenarios.bench_path``: vudm's whole per-I/O Python path, no guest.
+
+What a guest request costs from the virtqueue element to the used ring, in this process:
+``VirtioBlkDevice`` pops elements laid out in memory as libvhost-user lays them out
+(VuVirtqElement + iovecs; a 16-byte header, the data, the status byte), decodes them,
+submits to the sink (``dm``: a ``linear`` mapped device over the ``file:`` device;
+``transport``: straight on the ``file:`` device), and pushes them back. Only the
+library's pop/push/notify are stand-ins (Python callables that recycle the element), so
+the figure is the Python side's CPU per I/O plus the kernel's AIO, the part the
+hot-path work changes. QD requests stay in flight (a push re-queues its element and
+kicks the queue on the next loop turn, as a guest's next request would). Paths run in
+turn, the order rotating every round; medians are printed.
+
+``--tree DIR`` (repeatable) runs the same measurement against other checkouts too,
+interleaved with this one: A/B medians of two versions of the code on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import os
+import random
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = 4096
+_ELEM = struct.Struct("<III4xQQ")  # index, out_num, in_num, in_sg*, out_sg*
+_OUTHDR = struct.Struct("<IIQ")
+
+
+class FakeLib:
+    """libvhost-user's pop/push/notify/free over a list of ready elements."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, elems: list[int], kick: Any) -> None:
+        self.loop = loop
+        self.avail = list(elems)
+        self.kick = kick
+        self.kicked = False
+        self.pushed = 0
+        self.stop = False
+
+    def vu_queue_pop(self, _dev: int, _vq: int, _size: int) -> int:
+        return self.avail.pop() if self.avail else 0
+
+    def vu_queue_push(self, _dev: int, _vq: int, elem: int, _len: int) -> None:
+        self.pushed += 1
+        if not self.stop:
+            self.avail.append(elem)
+            if not self.kicked:
+                self.kicked = True
+                self.loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self.kicked = False
+        self.kick()
+
+    def vu_queue_notify(self, _dev: int, _vq: int) -> None:
+        pass
+
+    def free(self, _elem: int) -> None:
+        pass
+
+    def vu_set_queue_handler(self, *_args: object) -> None:
+        pass
+
+
+def _elements(qd: int, nblocks: int, op: str, rng: random.Random) -> tuple[Any, list[int]]:
+    """QD elements, each: elem struct, 2 (or 3) iovecs, header, data, status byte."""
+    per = 4096 * 3
+    raw = ctypes.create_string_buffer(qd * per + BLOCK)
+    base = (ctypes.addressof(raw) + BLOCK - 1) & ~(BLOCK - 1)
+    elems = []
+    for i in range(qd):
+        data = base + i * per
+        meta = data + BLOCK
+        elem, iov, hdr, status = meta, meta + 64, meta + 256, meta + 512
+        sector = rng.randrange(nblocks) * (BLOCK // 512)
+        if op == "read":
+            ctypes.memmove(hdr, _OUTHDR.pack(0, 0, sector), 16)
+            # in_sg: data, status; out_sg: header (laid out right after, as the library does)
+            iovs = struct.pack("<6Q", data, BLOCK, status, 1, hdr, 16)
+            ctypes.memmove(iov, iovs, len(iovs))
+            ctypes.memmove(elem, _ELEM.pack(i, 1, 2, iov, iov + 32), _ELEM.size)
+        else:
+            ctypes.memmove(hdr, _OUTHDR.pack(1, 0, sector), 16)
+            iovs = struct.pack("<6Q", status, 1, hdr, 16, data, BLOCK)
+            ctypes.memmove(iov, iovs, len(iovs))
+            ctypes.memmove(elem, _ELEM.pack(i, 2, 1, iov, iov + 16), _ELEM.size)
+        elems.append(elem)
+    return raw, elems
+
+
+async def run_one(image: Path, path: str, qd: int, seconds: float, op: str) -> dict[str, float]:
+    import backend.targets  # noqa: F401  (registers linear)
+    from backend.devices.file import FileDevice
+    from backend.dm.mapped_device import MappedDevice
+    from backend.dm.table import parse_table
+    from backend.vhost.blk import VirtioBlkDevice
+    from backend.vhost.devsink import DeviceSink
+
+    loop = asyncio.get_running_loop()
+    dev = FileDevice("img", image)
+    sink: Any
+    md = None
+    if path == "dm":
+        md = MappedDevice("vol")
+        md.create(parse_table(f"0 {dev.size // 512} linear img 0", lambda _n: dev))
+        sink = md
+    else:
+        sink = DeviceSink(dev)
+    raw, elems = _elements(qd, dev.size // BLOCK, op, random.Random(42))
+    blk: Any = None
+    lib = FakeLib(loop, elems, lambda: blk.process_queue(0))
+    blk = VirtioBlkDevice(sink, lib=lib)  # type: ignore[arg-type]
+    blk._running = True
+    blk._started[0] = True
+    blk._vqs[0] = 1
+    try:
+        t0, c0 = time.monotonic(), os.times()
+        blk.process_queue(0)
+        await asyncio.sleep(seconds)  # the measured interval
+        lib.stop = True
+        n = lib.pushed
+        t1, c1 = time.monotonic(), os.times()
+        while blk.in_flight:
+            await asyncio.sleep(0)
+    finally:
+        if md is not None:
+            md.remove(force=True)
+        dev.close()
+    del raw
+    if blk.rejected:
+        raise SystemExit(f"{blk.rejected} requests rejected: the element layout is wrong")
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    return {"iops": n / (t1 - t0), "cpu_us": cpu / n * 1e6,
+            "user_us": (c1.user - c0.user) / n * 1e6}
+
+
+def _child(args: argparse.Namespace) -> None:
+    res = asyncio.run(run_one(args.image, args.path[0], args.qd[0], args.seconds, args.op))
+    print(json.dumps(res))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", type=Path, default=ROOT / "build" / "bench-file.img")
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--path", nargs="+", default=["dm", "transport"],
+                        choices=["dm", "transport"])
+    parser.add_argument("--qd", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--op", choices=["read", "write"], default="read")
+    parser.add_argument("--tree", type=Path, action="append", default=[],
+                        help="another checkout to measure, interleaved with this one")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args)
+        return
+    from qmp_scenarios.bench_file import make_image
+
+    make_image(args.image, args.size_mib << 20)
+    trees = [ROOT, *[t.resolve() for t in args.tree]]
+    configs = [(t, p, q) for q in args.qd for p in args.path for t in trees]
+    samples: dict[tuple[Path, str, int], list[dict[str, float]]] = {}
+    for rnd in range(args.rounds):
+        order = configs[rnd % len(configs):] + configs[:rnd % len(configs)]
+        for tree, path, qd in order:
+            # a child per run: each version imports its own code, nothing warms the next
+            out = subprocess.run(
+                [sys.executable, "-m", "qmp_scenarios.bench_path", "--child",
+                 "--image", str(args.image), "--path", path, "--qd", str(qd),
+                 "--seconds", str(args.seconds), "--op", args.op],
+                cwd=tree, env=os.environ | {"PYTHONPATH": str(tree)}, check=True,
+                capture_output=True, text=True).stdout
+            s = json.loads(out.strip().splitlines()[-1])
+            samples.setdefault((tree, path, qd), []).append(s)
+            print(f"round {rnd} {tree.name:14} {path:9} qd {qd:2} {s['iops']:8.0f} IOPS "
+                  f"{s['cpu_us']:6.1f} µs CPU/IO", flush=True)
+    print(f"\nmedians of {args.rounds} rounds, {args.seconds:g}s each, 4k random {args.op}s")
+    print(f"{'tree':14} {'path':9} {'qd':>3} {'IOPS':>8} {'CPU µs/IO':>10} {'user µs/IO':>10}")
+    for (tree, path, qd), ss in samples.items():
+        print(f"{tree.name:14} {path:9} {qd:3} {statistics.median(s['iops'] for s in ss):8.0f} "
+              f"{statistics.median(s['cpu_us'] for s in ss):10.1f} "
+              f"{statistics.median(s['user_us'] for s in ss):10.1f}")
+
+
+if __name__ == "__main__":
+    main()
