@@ -137,7 +137,8 @@ def test_hung_server_times_out_in_flight_requests_then_reconnects(
                                          for i in range(16)))
             took = loop.time() - t0
             assert set(sts) == {Status.ENOLINK}
-            assert 1.0 <= took < 5.0, took
+            # the 1 s timeout did it: not before it, and long before the 30 s default
+            assert 1.0 <= took < 15.0, took
             assert dev.timeouts == 1 and not dev.connected
             srv.daemon.pause(False)
             await dev.connect()
