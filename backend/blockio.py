@@ -16,7 +16,7 @@ import ctypes
 import enum
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,11 @@ class Bio:
     """
 
     __slots__ = ("end", "fua", "iovecs", "nr_sectors", "op", "preflush", "private", "sector")
+
+    validated: ClassVar[bool] = False
+    """True for a subclass whose maker has checked that the iovecs hold exactly
+    ``nbytes`` (vhost/'s requests, checked once at the edge): the core then does not
+    sum them again."""
 
     def __init__(
         self,

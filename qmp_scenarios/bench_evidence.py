@@ -66,14 +66,28 @@ def guest_block_script(disk: str) -> str:
 
 
 async def virtqueue_state(guest: Guest, disk_id: str) -> Any:
-    """QEMU's view of the disk's vring (x-query-virtio-vhost-queue-status, QEMU >= 7.2)."""
+    """The disk's vring as QEMU sees it (x-query-virtio-vhost-queue-status, QEMU >= 7.2)
+    and its two indexes read from guest memory: ``avail_idx - used_idx`` requests were
+    posted by the guest and not yet returned by the backend."""
     path = f"/machine/peripheral/{disk_id}/virtio-backend"
+    out: dict[str, Any] = {}
     try:
         async with asyncio.timeout(10.0):
-            return await guest.qmp.execute("x-query-virtio-vhost-queue-status",
+            ring = await guest.qmp.execute("x-query-virtio-vhost-queue-status",
                                            {"path": path, "queue": 0})
+            out["ring"] = ring
+            assert isinstance(ring, dict)
+            idx = {}
+            for name in ("avail", "used"):  # struct vring_{avail,used}: u16 flags, u16 idx
+                text = await guest.qmp.execute(
+                    "human-monitor-command",
+                    {"command-line": f"xp /1hx {ring[name + '-phys'] + 2:#x}"})
+                idx[name] = int(str(text).rsplit(":", 1)[1].strip(), 16)
+            out["avail_idx"], out["used_idx"] = idx["avail"], idx["used"]
+            out["posted_not_returned"] = (idx["avail"] - idx["used"]) % 65536
     except Exception as e:
-        return f"{type(e).__name__}: {e}"
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
 
 
 async def collect(guest: Guest, backend: Backend, disk_id: str, disk: str) -> dict[str, Any]:

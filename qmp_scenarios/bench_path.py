@@ -47,6 +47,8 @@ class FakeLib:
         self.kicked = False
         self.pushed = 0
         self.stop = False
+        self.returned: list[int] = []
+        """Pushed elements: the guest posts them again at its next kick."""
 
     def vu_queue_pop(self, _dev: int, _vq: int, _size: int) -> int:
         return self.avail.pop() if self.avail else 0
@@ -54,13 +56,17 @@ class FakeLib:
     def vu_queue_push(self, _dev: int, _vq: int, elem: int, _len: int) -> None:
         self.pushed += 1
         if not self.stop:
-            self.avail.append(elem)
+            self.returned.append(elem)
             if not self.kicked:
                 self.kicked = True
                 self.loop.call_soon(self._kick)
 
     def _kick(self) -> None:
         self.kicked = False
+        if self.stop:
+            return
+        self.avail.extend(self.returned)
+        self.returned.clear()
         self.kick()
 
     def vu_queue_notify(self, _dev: int, _vq: int) -> None:
@@ -99,16 +105,19 @@ def _elements(qd: int, nblocks: int, op: str, rng: random.Random) -> tuple[Any, 
     return raw, elems
 
 
-async def run_one(image: Path, path: str, qd: int, seconds: float, op: str) -> dict[str, float]:
+async def run_one(image: Path, path: str, qd: int, seconds: float, op: str,
+                  device: str = "file", profile: bool = False) -> dict[str, Any]:
     import backend.targets  # noqa: F401  (registers linear)
     from backend.devices.file import FileDevice
+    from backend.devices.mem import NullDevice
     from backend.dm.mapped_device import MappedDevice
     from backend.dm.table import parse_table
     from backend.vhost.blk import VirtioBlkDevice
     from backend.vhost.devsink import DeviceSink
 
     loop = asyncio.get_running_loop()
-    dev = FileDevice("img", image)
+    dev: Any = (FileDevice("img", image) if device == "file"
+                else NullDevice("img", image.stat().st_size))
     sink: Any
     md = None
     if path == "dm":
@@ -124,11 +133,21 @@ async def run_one(image: Path, path: str, qd: int, seconds: float, op: str) -> d
     blk._running = True
     blk._started[0] = True
     blk._vqs[0] = 1
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
     try:
         t0, c0 = time.monotonic(), os.times()
+        if prof is not None:
+            prof.enable()
         blk.process_queue(0)
         await asyncio.sleep(seconds)  # the measured interval
         lib.stop = True
+        lib.avail.clear()
+        if prof is not None:
+            prof.disable()
         n = lib.pushed
         t1, c1 = time.monotonic(), os.times()
         while blk.in_flight:
@@ -136,17 +155,34 @@ async def run_one(image: Path, path: str, qd: int, seconds: float, op: str) -> d
     finally:
         if md is not None:
             md.remove(force=True)
-        dev.close()
+        if hasattr(dev, "close"):
+            dev.close()
     del raw
     if blk.rejected:
         raise SystemExit(f"{blk.rejected} requests rejected: the element layout is wrong")
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
-    return {"iops": n / (t1 - t0), "cpu_us": cpu / n * 1e6,
-            "user_us": (c1.user - c0.user) / n * 1e6}
+    out: dict[str, Any] = {"iops": n / (t1 - t0), "cpu_us": cpu / n * 1e6,
+                           "user_us": (c1.user - c0.user) / n * 1e6}
+    if prof is not None:
+        out["calls"] = _calls_per_io(prof, n)
+    return out
+
+
+def _calls_per_io(prof: Any, n: int) -> dict[str, float]:
+    """Python-level calls per I/O by function (deterministic: no clock involved)."""
+    import pstats
+
+    st = pstats.Stats(prof)
+    calls: dict[str, float] = {}
+    for (file, line, func), (_cc, nc, _tt, _ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        name = f"{Path(file).name}:{func}" if line else func
+        calls[name] = calls.get(name, 0.0) + nc / n
+    return dict(sorted(calls.items(), key=lambda kv: -kv[1]))
 
 
 def _child(args: argparse.Namespace) -> None:
-    res = asyncio.run(run_one(args.image, args.path[0], args.qd[0], args.seconds, args.op))
+    res = asyncio.run(run_one(args.image, args.path[0], args.qd[0], args.seconds, args.op,
+                              args.device, args.calls))
     print(json.dumps(res))
 
 
@@ -160,6 +196,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--op", choices=["read", "write"], default="read")
+    parser.add_argument("--device", choices=["file", "null"], default="file",
+                        help="null: completes inline, no syscalls (the Python path alone)")
+    parser.add_argument("--calls", action="store_true",
+                        help="count Python calls per I/O (cProfile; deterministic)")
     parser.add_argument("--tree", type=Path, action="append", default=[],
                         help="another checkout to measure, interleaved with this one")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -180,13 +220,18 @@ def main(argv: list[str] | None = None) -> None:
             out = subprocess.run(
                 [sys.executable, "-m", "qmp_scenarios.bench_path", "--child",
                  "--image", str(args.image), "--path", path, "--qd", str(qd),
-                 "--seconds", str(args.seconds), "--op", args.op],
+                 "--seconds", str(args.seconds), "--op", args.op, "--device", args.device]
+                + (["--calls"] if args.calls else []),
                 cwd=tree, env=os.environ | {"PYTHONPATH": str(tree)}, check=True,
                 capture_output=True, text=True).stdout
             s = json.loads(out.strip().splitlines()[-1])
             samples.setdefault((tree, path, qd), []).append(s)
             print(f"round {rnd} {tree.name:14} {path:9} qd {qd:2} {s['iops']:8.0f} IOPS "
                   f"{s['cpu_us']:6.1f} µs CPU/IO", flush=True)
+            if "calls" in s:
+                top = list(s["calls"].items())[:40]
+                print(f"  {sum(s['calls'].values()):.1f} Python calls per I/O:\n    "
+                      + "\n    ".join(f"{c:6.2f} {name}" for name, c in top if c >= 0.05))
     print(f"\nmedians of {args.rounds} rounds, {args.seconds:g}s each, 4k random {args.op}s")
     print(f"{'tree':14} {'path':9} {'qd':>3} {'IOPS':>8} {'CPU µs/IO':>10} {'user µs/IO':>10}")
     for (tree, path, qd), ss in samples.items():

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from backend.blockio import SECTOR_SHIFT, BlockDevice, IoVec, Op, Status
 
+_OK, _WRITE, _FLUSH = Status.OK, Op.WRITE, Op.FLUSH
+
 if TYPE_CHECKING:
     from backend.dm.target import Target
 
@@ -92,6 +94,18 @@ class Clone:
     def issue(self) -> None:
         """Submit the remapped clone to its device; its completion goes through end_io."""
         self._owner.issue_clone(self)
+
+    def __call__(self, status: Status) -> None:
+        """The device finished the remapped clone. The clone is its own completion
+        callback (what ``issue`` hands the device), so no closure is made per I/O."""
+        if self.fua and status is _OK and self.op is _WRITE and self.device is not None:
+            # FUA emulated as the block layer does without it: the write, then a flush.
+            self.device.submit(_FLUSH, 0, 0, [], self._flushed)
+        else:
+            self._owner.clone_endio(self, status)
+
+    def _flushed(self, status: Status) -> None:
+        self._owner.clone_endio(self, status)
 
     def end(self, status: Status) -> None:
         """Finish a clone the target owns; goes through the target's end_io.

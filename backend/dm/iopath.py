@@ -34,6 +34,7 @@ _REQUEUES = (Status.REQUEUE, Status.DELAY_REQUEUE)
 # through EnumType's __getattr__ hook and costs several times a global lookup.
 _OK, _REQUEUE = Status.OK, Status.REQUEUE
 _FLUSH, _DISCARD, _WRITE_ZEROES = Op.FLUSH, Op.DISCARD, Op.WRITE_ZEROES
+_READ, _WRITE = Op.READ, Op.WRITE
 _REMAPPED, _SUBMITTED = MapResult.REMAPPED, MapResult.SUBMITTED
 _INCOMPLETE, _ENDIO_REQUEUE = EndIo.INCOMPLETE, EndIo.REQUEUE
 
@@ -135,66 +136,75 @@ class IoPath:
     # --- mapping -------------------------------------------------------------------
 
     def _process(self, bio: Bio, table: Table) -> None:
-        if bio.op is _FLUSH or bio.preflush:
+        op = bio.op
+        if op is _FLUSH or bio.preflush:
             self._start_flush(bio, table)
             return
-        if not self._valid(bio, table):
+        sector, nr = bio.sector, bio.nr_sectors
+        data = op is _READ or op is _WRITE
+        # The range against the live table (it may have shrunk since vhost/ checked);
+        # the buffers only when no edge has checked them (Bio.validated).
+        if (sector < 0 or nr < 0 or sector + nr > table.size_sectors
+                or (data and not bio.validated
+                    and iov_length(bio.iovecs) != nr << SECTOR_SHIFT)):
+            self.log.warning("%r rejected: outside the device or buffers of the wrong size", bio)
             self._end(bio, Status.EIO)
             return
-        if bio.nr_sectors == 0:
+        if nr == 0:
             self._end(bio, Status.OK)
             return
-        pieces = split_ranges(table, bio.sector, bio.nr_sectors)
+        target = table.whole_target(sector, nr)
+        if target is not None:
+            self.stats.pieces[target.index] += 1
+            self._start_io(DmIo(self, bio, target, 0, nr, bio.iovecs if data else []))
+            return
+        pieces = split_ranges(table, sector, nr)
         counts = self.stats.pieces
         if len(pieces) == 1:
             target = pieces[0][0]
             counts[target.index] += 1
-            self._start_io(DmIo(bio, target, 0, bio.nr_sectors))
+            self._start_io(DmIo(self, bio, target, 0, nr, bio.iovecs if data else []))
             return
         self.stats.split += 1
         chain = SplitOriginal(bio, len(pieces), self.stats)
-        for target, sector, count in pieces:
+        for target, start, count in pieces:
             counts[target.index] += 1
-            self._start_io(DmIo(bio, target, sector - bio.sector, count, chain=chain))
-
-    def _valid(self, bio: Bio, table: Table) -> bool:
-        end = bio.sector + bio.nr_sectors
-        ok = bio.sector >= 0 and bio.nr_sectors >= 0 and end <= table.size_sectors
-        if ok and bio.op.has_data and iov_length(bio.iovecs) != bio.nbytes:
-            ok = False
-        if not ok:
-            self.log.warning("%r rejected: outside the device or buffers of the wrong size", bio)
-        return ok
+            offset = start - sector
+            iovecs = (iov_slice(bio.iovecs, offset << SECTOR_SHIFT, count << SECTOR_SHIFT)
+                      if data else [])
+            self._start_io(DmIo(self, bio, target, offset, count, iovecs, chain=chain))
 
     def _start_io(self, io: DmIo) -> None:
-        """Map one piece: one clone, or num_discard/write_zeroes_bios copies."""
-        target, orig = io.target, io.orig
-        assert target is not None
+        """Map one piece: its embedded clone, plus num_discard/write_zeroes_bios - 1
+        copies of a discard or write-zeroes."""
         self.inflight += 1
-        copies = 1
-        if orig.op is _DISCARD:
-            copies = target.num_discard_bios
-        elif orig.op is _WRITE_ZEROES:
-            copies = target.num_write_zeroes_bios
-        if copies == 0:
-            # __process_abnormal_io: a target that cannot do it gets EOPNOTSUPP unasked.
-            io.status = Status.EOPNOTSUPP
-        iovecs = orig.iovecs
-        if not orig.op.has_data:
-            iovecs = []
-        elif io.was_split:
-            iovecs = iov_slice(orig.iovecs, io.offset << SECTOR_SHIFT, io.sectors << SECTOR_SHIFT)
-        sector = orig.sector + io.offset
-        for nr in range(copies):
-            clone = Clone(self, io, target, orig.op, sector, io.sectors, iovecs,
-                          target_bio_nr=nr, fua=orig.fua)
+        op = io.op
+        if op is _DISCARD or op is _WRITE_ZEROES:
+            target = io.target
+            copies = (target.num_discard_bios if op is _DISCARD
+                      else target.num_write_zeroes_bios)
+            if copies == 0:
+                # __process_abnormal_io: a target that cannot do it gets EOPNOTSUPP unasked.
+                io.status = Status.EOPNOTSUPP
+            else:
+                sector = io.sector  # before the embedded clone is remapped
+                io.pending += 1
+                self._map(io)
+                for nr in range(1, copies):
+                    clone = Clone(self, io, target, op, sector, io.sectors, [],
+                                  target_bio_nr=nr, fua=io.fua)
+                    io.pending += 1
+                    self._map(clone)
+        else:
             io.pending += 1
-            self._map(clone)
-        self._io_dec(io, _OK)  # the submission reference
+            self._map(io)
+        io.pending -= 1  # the submission reference
+        if io.pending == 0:
+            self._io_complete(io)
 
     def _start_flush(self, bio: Bio, table: Table) -> None:
         """seed 004: an empty flush to every target, num_flush_bios times each."""
-        io = DmIo(bio, None, 0, 0, flush=True)
+        io = DmIo(self, bio, None, 0, 0, [], flush=True)
         self.inflight += 1
         self.stats.flushes += 1
         for target in table.targets:
@@ -224,47 +234,47 @@ class IoPath:
     # --- CloneOwner: what Clone.issue / Clone.end call --------------------------------
 
     def issue_clone(self, clone: Clone) -> None:
-        """Submit a remapped clone to its device; the device's status goes to end_io."""
+        """Submit a remapped clone to its device; the device's status goes to end_io
+        (the clone is the device's completion callback: see ``Clone.__call__``)."""
         device = clone.device
         if device is None:
             self.log.error("%r: %r issued without a device", clone.target, clone)
             self.clone_endio(clone, Status.EIO)
             return
-
-        def done(status: Status) -> None:
-            if clone.fua and status is Status.OK and clone.op is Op.WRITE:
-                # FUA emulated as the block layer does without it: the write, then a flush.
-                device.submit(Op.FLUSH, 0, 0, [], lambda st: self.clone_endio(clone, st))
-            else:
-                self.clone_endio(clone, status)
-
-        data = clone.op.has_data
+        op = clone.op
         try:
-            device.submit(clone.op, clone.sector << SECTOR_SHIFT,
-                          clone.nbytes if clone.op is not Op.FLUSH else 0,
-                          clone.iovecs if data else [], done)
+            if op is _READ or op is _WRITE:
+                device.submit(op, clone.sector << SECTOR_SHIFT,
+                              clone.nr_sectors << SECTOR_SHIFT, clone.iovecs, clone)
+            else:
+                device.submit(op, clone.sector << SECTOR_SHIFT,
+                              clone.nr_sectors << SECTOR_SHIFT if op is not _FLUSH else 0,
+                              [], clone)
         except Exception:
             self.log.exception("%s: submit raised; failing %r", device.name, clone)
             self.clone_endio(clone, Status.EIO)
 
     def clone_endio(self, clone: Clone, status: Status) -> None:
-        """clone_endio: let the target look, then account the clone to its DmIo."""
+        """clone_endio: let the target look (if its type has an end_io), then account
+        the clone to its DmIo."""
         if clone.ended:
             self.log.error("%r ended twice (now %s); ignored", clone, status.name)
             return
-        if status in _REQUEUES:
-            status = Status.REQUEUE
-        try:
-            result = clone.target.end_io(clone, status)
-        except Exception:
-            self.log.exception("%r: end_io(%r) raised; failing it", clone.target, clone)
-            result = Status.EIO
-        if result is _INCOMPLETE:
-            return  # the target took it back and will issue or end it again
-        if result is _ENDIO_REQUEUE:
-            status = Status.REQUEUE
-        elif isinstance(result, Status):
-            status = Status.REQUEUE if result in _REQUEUES else result
+        if status is not _OK and status in _REQUEUES:
+            status = _REQUEUE
+        target = clone.target
+        if target.has_end_io:
+            try:
+                result = target.end_io(clone, status)
+            except Exception:
+                self.log.exception("%r: end_io(%r) raised; failing it", target, clone)
+                result = Status.EIO
+            if result is _INCOMPLETE:
+                return  # the target took it back and will issue or end it again
+            if result is _ENDIO_REQUEUE:
+                status = _REQUEUE
+            elif isinstance(result, Status):
+                status = _REQUEUE if result in _REQUEUES else result
         clone.ended = True
         self._io_dec(clone.io, status)
 

@@ -67,17 +67,26 @@ class Table:
         self.targets = tuple(targets)
         self.context = context
         self._begins = [t.begin for t in targets]
+        self._ends = [t.end for t in targets]
+        self.size_sectors = self._ends[-1] if targets else 0
+        """Size in sectors (the end of the last target)."""
         self._destroyed = False
         for index, target in enumerate(targets):
             target.index = index
-
-    @property
-    def size_sectors(self) -> int:
-        return self.targets[-1].end if self.targets else 0
+            target.has_end_io = type(target).end_io is not Target.end_io
 
     def find_target(self, sector: int) -> Target:
         """The target covering ``sector`` (which must be inside the table)."""
         return self.targets[bisect.bisect_right(self._begins, sector) - 1]
+
+    def whole_target(self, sector: int, nr_sectors: int) -> Target | None:
+        """The target holding all of ``sector``..``+nr_sectors`` when nothing cuts the
+        range (no target boundary, no max_io_len); None when it must be split."""
+        i = bisect.bisect_right(self._begins, sector) - 1
+        target = self.targets[i]
+        if sector + nr_sectors <= self._ends[i] and not target.max_io_len:
+            return target
+        return None
 
     def bind(self, owner: TableOwner) -> None:
         """Attach the table to the device it is loaded into (once)."""

@@ -126,6 +126,9 @@ class Target(abc.ABC):
     num_write_zeroes_bios: int = 0
     max_io_len: int = 0
     index: int = 0
+    has_end_io: bool = True
+    """Whether the core calls ``end_io`` on completion: set by Table when it is built,
+    False for a type that keeps the default (DONE), so those skip the call."""
     """Position in its table (set by Table): the index of ``pieces`` and ``targets`` in
     the device's evidence counters."""
 

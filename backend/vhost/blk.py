@@ -38,9 +38,13 @@ from backend.vhost.libvhost import LibVhostUser
 from backend.vhost.server import VhostUserServer
 from backend.vhost.virtio_blk import (
     CONFIG_WCE_OFFSET,
+    OUTHDR,
     OUTHDR_SIZE,
+    S_OK,
     SEGMENT_SIZE,
     T_DISCARD,
+    T_IN,
+    T_OUT,
     T_WRITE_ZEROES,
     BlkGeometry,
     Rejection,
@@ -57,17 +61,35 @@ _ELEM = struct.Struct("<III4xQQ")  # index, out_num, in_num, in_sg*, out_sg*
 _ELEM_SIZE = _ELEM.size  # 32: vu_queue_pop's sz, no private area
 _IOV = struct.Struct("<QQ")
 _TYPE = struct.Struct("<I")
+_OUTHDR_UNPACK = OUTHDR.unpack
 _string_at = ctypes.string_at
 _memset = ctypes.memset
+_OK = Status.OK
+_READ, _WRITE = Op.READ, Op.WRITE
 
 
-class _InFlight:
-    """One popped element between submit and completion; its ``end`` is the bio's."""
+class VhostBio(Bio):
+    """A guest request: the popped virtqueue element and its bio in one object.
+
+    Built without ``Bio.__init__``: the iovecs are the guest's, kept as decoded (no
+    copy), and the request was validated once, here at the edge (``validated``).
+    ``end`` is a method here (status byte, used ring, notify), not a stored callback,
+    so ending one allocates nothing; it cannot be reassigned.
+    """
 
     __slots__ = ("device", "elem", "generation", "qidx", "status_addr", "used_len", "vq")
+    validated = True
 
-    def __init__(self, device: VirtioBlkDevice, qidx: int, vq: int, elem: int,
-                 status_addr: int, used_len: int) -> None:
+    def __init__(self, device: VirtioBlkDevice, qidx: int, vq: int, elem: int, op: Op,
+                 sector: int, nr_sectors: int, iovecs: list[IoVec], status_addr: int,
+                 used_len: int) -> None:
+        self.op = op
+        self.sector = sector
+        self.nr_sectors = nr_sectors
+        self.iovecs = iovecs
+        self.preflush = False
+        self.fua = op is _WRITE and not device.wce  # write cache off: every write is FUA
+        self.private = None
         self.device = device
         self.qidx = qidx
         self.vq = vq
@@ -78,7 +100,7 @@ class _InFlight:
 
     def end(self, status: Status) -> None:
         try:
-            self.device.complete(self, status_byte(status))
+            self.device.complete(self, S_OK if status is _OK else status_byte(status))
         except BaseException:
             log.exception("completing a request failed")
 
@@ -261,11 +283,40 @@ class VirtioBlkDevice:
             _string_at(elem, _ELEM_SIZE))
         if out_sg_addr == in_sg_addr + 16 * in_num:
             iovs = list(_IOV.iter_unpack(_string_at(in_sg_addr, 16 * (in_num + out_num))))
-            in_sg: list[IoVec] = iovs[:in_num]
-            out_sg: list[IoVec] = iovs[in_num:]
         else:
-            in_sg = list(_IOV.iter_unpack(_string_at(in_sg_addr, 16 * in_num)))
-            out_sg = list(_IOV.iter_unpack(_string_at(out_sg_addr, 16 * out_num)))
+            iovs = (list(_IOV.iter_unpack(_string_at(in_sg_addr, 16 * in_num)))
+                    + list(_IOV.iter_unpack(_string_at(out_sg_addr, 16 * out_num))))
+        # The common shape, validated here once for the whole path: the 16-byte header
+        # alone in the first out buffer, the status byte alone in the last in buffer, a
+        # plain read or write inside the disk. Anything else takes the general decoder.
+        if out_num and in_num and iovs[in_num][1] == OUTHDR_SIZE and iovs[in_num - 1][1] == 1:
+            rtype, _prio, sector = _OUTHDR_UNPACK(_string_at(iovs[in_num][0], OUTHDR_SIZE))
+            if rtype == T_IN:
+                data = iovs[:in_num - 1]
+                op = _READ
+            elif rtype == T_OUT and self.geometry.writable:
+                data = iovs[in_num + 1:]
+                op = _WRITE
+            else:
+                data = None
+            if data:
+                nbytes = data[0][1] if len(data) == 1 else sum([ln for _, ln in data])
+                nr = nbytes >> SECTOR_SHIFT
+                geometry = self.geometry
+                if (not nbytes & 511 and not (sector << SECTOR_SHIFT) % geometry.blk_size
+                        and sector + nr <= geometry.capacity):
+                    status_addr = iovs[in_num - 1][0]
+                    used_len = (nbytes + 1 if op is _READ else
+                                1 if in_num == 1 else sum([ln for _, ln in iovs[:in_num]]))
+                    self._submit(VhostBio(self, qidx, vq, elem, op, sector, nr, data,
+                                          status_addr, used_len))
+                    return
+        self._start_general(qidx, vq, elem, iovs[:in_num], iovs[in_num:])
+
+    def _start_general(self, qidx: int, vq: int, elem: int, in_sg: list[IoVec],
+                       out_sg: list[IoVec]) -> None:
+        """Any request shape: the pure decoder decides (rejections named there)."""
+        out_num, in_num = len(out_sg), len(in_sg)
         out_len = sum([ln for _, ln in out_sg]) if out_num != 1 else out_sg[0][1]
         in_len = sum([ln for _, ln in in_sg]) if in_num != 1 else in_sg[0][1]
         if out_num and out_sg[0][1] >= OUTHDR_SIZE:  # the whole header in the first buffer
@@ -286,11 +337,11 @@ class VirtioBlkDevice:
             _memset(status_addr, 0, 1)
             self._finish(vq, elem, request.used_len)
             return
-        inflight = _InFlight(self, qidx, vq, elem, status_addr, request.used_len)
-        bio = Bio(request.op, request.sector, request.nr_sectors,
-                  data_iovecs(request, out_sg, in_sg), inflight.end,
-                  fua=not self.wce and request.op is Op.WRITE)
-        bio.private = inflight
+        self._submit(VhostBio(self, qidx, vq, elem, request.op, request.sector,
+                              request.nr_sectors, data_iovecs(request, out_sg, in_sg),
+                              status_addr, request.used_len))
+
+    def _submit(self, bio: VhostBio) -> None:
         if not self.in_flight:
             self._idle.clear()
         self.in_flight += 1
@@ -298,7 +349,7 @@ class VirtioBlkDevice:
             self.sink.submit_bio(bio)
         except BaseException:
             self.log.exception("submit_bio(%r) raised", bio)
-            inflight.end(Status.EIO)
+            bio.end(Status.EIO)
 
     def _reject(self, vq: int, elem: int, rejection: Rejection, in_sg: list[IoVec]) -> None:
         self.rejected += 1
@@ -307,8 +358,8 @@ class VirtioBlkDevice:
             _memset(status_address(in_sg), rejection.status, 1)
         self._finish(vq, elem, rejection.used_len)
 
-    def complete(self, inflight: _InFlight, status: int) -> None:
-        """The bio of ``inflight`` ended: status byte, used ring, notify (loop thread)."""
+    def complete(self, inflight: VhostBio, status: int) -> None:
+        """``inflight`` ended: status byte, used ring, notify (loop thread)."""
         elem = inflight.elem
         if not elem:
             self.log.error("a request completed twice; ignored the second completion")
