@@ -26,7 +26,6 @@ import queue
 import stat
 import threading
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +33,7 @@ from ..blockio import Completion, IoVec, Op, Status
 from ..errors import DeviceError
 from . import libc
 from .completion import CompletionQueue
-from .linux_aio import IOV_MAX, AioContext
+from .linux_aio import IOV_MAX, AioContext, Request
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +226,8 @@ class FileDevice:
     def _open_aio(self) -> AioContext | None:
         global _aio_unavailable_logged
         try:
-            return AioContext(self._loop, depth=AIO_DEPTH, name=self._name)
+            return AioContext(self._loop, depth=AIO_DEPTH, name=self._name,
+                              on_done=self._aio_done)
         except OSError as e:
             if not _aio_unavailable_logged:
                 _aio_unavailable_logged = True
@@ -279,20 +279,23 @@ class FileDevice:
             return
         if (self._aio_ctx is not None and (op is _READ or op is _WRITE)
                 and len(iovecs) <= IOV_MAX and _aligned(offset, length, iovecs)):
-            self._aio_ctx.submit(op is _WRITE, self._fd_direct, offset, iovecs, length,
-                                 partial(self._aio_done, op, offset, length, iovecs, done))
+            self._aio_ctx.submit(op is _WRITE, self._fd_direct, offset, iovecs, length, done)
             return
         self._pool.put(op, offset, length, iovecs, done)
 
-    def _aio_done(self, op: Op, offset: int, length: int, iovecs: Sequence[IoVec],
-                  done: Completion, res: int) -> None:
-        if res == length:
+    def _aio_done(self, req: Request, res: int) -> None:
+        """A native request ended (``req.callback`` is the submitter's ``done``)."""
+        done: Completion = req.callback
+        if res == req.length:
             done(_OK)
-        elif res == -errno.EAGAIN:
-            self._pool.put(op, offset, length, iovecs, done)  # the kernel had no room
+            return
+        op = _WRITE if req.write else _READ
+        if res == -errno.EAGAIN:
+            # the kernel had no room
+            self._pool.put(op, req.offset, req.length, req.iovecs, done)
         elif res < 0:
-            log.warning("%s: %s at %d+%d failed: %s", self._name, op.name, offset, length,
-                        os.strerror(-res))
+            log.warning("%s: %s at %d+%d failed: %s", self._name, op.name, req.offset,
+                        req.length, os.strerror(-res))
             done(errno_status(-res))
         else:
             done(Status.EIO)  # end of file

@@ -29,8 +29,9 @@ import os
 import platform
 import struct
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from ..blockio import PLUG, IoVec, iov_slice
+from ..blockio import PLUG, Completion, IoVec, iov_slice
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +89,14 @@ def _check(ret: int) -> int:
     return -ctypes.get_errno() if ret == -1 else ret
 
 
-class _Request:
-    """One read or write on its way through the kernel, possibly in several pieces."""
+class Request:
+    """One read or write on its way through the kernel, possibly in several pieces.
+    ``callback`` is the submitter's (an AioCallback, or whatever ``on_done`` expects)."""
 
     __slots__ = ("callback", "fd", "iov_arr", "iovecs", "length", "moved", "offset", "write")
 
     def __init__(self, write: bool, fd: int, offset: int, iovecs: Sequence[IoVec],
-                 length: int, callback: AioCallback) -> None:
+                 length: int, callback: Any) -> None:
         self.write = write
         self.fd = fd
         self.offset = offset
@@ -119,8 +121,12 @@ class AioContext:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, depth: int = 128,
-                 batch: bool = True, name: str = "aio") -> None:
+                 batch: bool = True, name: str = "aio",
+                 on_done: Callable[[Request, int], None] | None = None) -> None:
         self._nr = _numbers()
+        self._on_done = on_done
+        """Called with the request and its result instead of its callback: an owner
+        that needs the request's fields at completion makes no closure per request."""
         self._loop = loop
         self._depth = depth
         self._batch = batch
@@ -144,11 +150,11 @@ class AioContext:
         self._events = (ctypes.c_uint8 * (depth * _EVENT.size))()
         self._events_view = memoryview(self._events).cast("B")
         self._events_addr = ctypes.addressof(self._events)
-        self._slots: list[_Request | None] = [None] * depth
+        self._slots: list[Request | None] = [None] * depth
         self._free = list(range(depth - 1, -1, -1))
         self._ready: list[int] = []
         """Slots filled in, not yet given to the kernel (in submission order)."""
-        self._waiting: collections.deque[_Request] = collections.deque()
+        self._waiting: collections.deque[Request] = collections.deque()
         """Requests with no slot yet."""
         self._in_kernel = 0
         self.submit_calls = 0
@@ -163,13 +169,13 @@ class AioContext:
         return self._depth - len(self._free) + len(self._waiting)
 
     def submit(self, write: bool, fd: int, offset: int, iovecs: Sequence[IoVec],
-               length: int, callback: AioCallback) -> None:
+               length: int, callback: AioCallback | Completion) -> None:
         """Read (or write) ``length`` bytes at ``offset`` of ``fd`` into (from) ``iovecs``.
 
         Buffers, offset and length must suit the descriptor (O_DIRECT alignment), and
         ``iovecs`` must hold at most IOV_MAX entries.
         """
-        req = _Request(write, fd, offset, iovecs, length, callback)
+        req = Request(write, fd, offset, iovecs, length, callback)
         if self._free and not self._waiting:
             self._prepare(self._free.pop(), req)
         else:
@@ -181,7 +187,7 @@ class AioContext:
             if not PLUG.defer(self._flush):
                 self._loop.call_soon(self._flush)
 
-    def _prepare(self, slot: int, req: _Request) -> None:
+    def _prepare(self, slot: int, req: Request) -> None:
         """Write the iocb (and iovecs) of the rest of ``req`` into ``slot``; queue it."""
         self._slots[slot] = req
         iovecs = req.iovecs
@@ -286,7 +292,10 @@ class AioContext:
         else:
             self._free.append(slot)
         try:
-            req.callback(res)
+            if self._on_done is not None:
+                self._on_done(req, res)
+            else:
+                req.callback(res)
         except Exception:
             log.exception("%s: completion callback failed", self._name)
 

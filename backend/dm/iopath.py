@@ -276,7 +276,12 @@ class IoPath:
             elif isinstance(result, Status):
                 status = _REQUEUE if result in _REQUEUES else result
         clone.ended = True
-        self._io_dec(clone.io, status)
+        io = clone.io
+        if status is not _OK:
+            io.status = merge_status(io.status, status, flush=io.flush, noflush=self.noflush)
+        io.pending -= 1
+        if io.pending == 0:
+            self._io_complete(io)
 
     # --- completion ----------------------------------------------------------------
 
@@ -312,7 +317,9 @@ class IoPath:
                 return
             self._requeue_or_fail(orig)
             return
-        self.inflight_done()
+        self.inflight -= 1
+        if self.inflight == 0 and self._idle is not None:
+            self._idle.set()
         if io.flush and orig.op is not Op.FLUSH and io.status is Status.OK:
             # The preflush is done: the request itself, without the flush flag.
             self.queue_io(Bio(orig.op, orig.sector, orig.nr_sectors, orig.iovecs, orig.end,
