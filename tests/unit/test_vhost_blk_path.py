@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import backend.targets  # noqa: F401  (registers linear)
+from backend.blockio import Op
 from backend.devices.mem import MemDevice
 from backend.dm.mapped_device import MappedDevice
 from backend.dm.table import parse_table
@@ -184,3 +185,21 @@ def test_error_status_reaches_the_guest(rig: Any) -> None:
     elem = g.element([(buf, 512), (status, 1)], [(g.alloc(16, hdr(vb.T_IN, 0)), 16)])
     run(rig, elem)
     assert ctypes.string_at(status, 1)[0] == vb.S_IOERR
+
+
+def test_write_with_the_write_cache_off_is_flushed_before_it_completes(rig: Any) -> None:
+    """CONFIG_WCE off: every write is FUA, emulated below as the write then a flush."""
+    g = rig.guest
+    rig.blk.wce = False
+    status = g.alloc(1, b"\xff")
+    elem = g.element([(status, 1)], [(g.alloc(16, hdr(vb.T_OUT, 0)), 16),
+                                     (g.alloc(512, b"w" * 512), 512)])
+    run(rig, elem)
+    assert ctypes.string_at(status, 1) == b"\0"
+    assert rig.mem.ops[Op.WRITE] == 1 and rig.mem.ops[Op.FLUSH] == 1
+    rig.blk.wce = True
+    status = g.alloc(1, b"\xff")
+    elem = g.element([(status, 1)], [(g.alloc(16, hdr(vb.T_OUT, 1)), 16),
+                                     (g.alloc(512, b"v" * 512), 512)])
+    run(rig, elem)
+    assert rig.mem.ops[Op.WRITE] == 2 and rig.mem.ops[Op.FLUSH] == 1
