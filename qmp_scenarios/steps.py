@@ -28,6 +28,10 @@ async def boot_guest(rig: Rig, memory_mb: int = 512, vcpus: int = 1) -> Guest:
     if rig.guest is not None and not rig.owns_guest:
         async with rig.rec.step("boot guest (shared, already running)") as st:
             st.detail = "booted once for this test worker"
+            if rig.guest.vcpus != vcpus:
+                # a multiqueue scenario on a 1-vCPU guest would prove nothing
+                raise RuntimeError(f"this scenario needs {vcpus} vCPU(s); the shared "
+                                   f"guest has {rig.guest.vcpus}")
         return rig.guest
     async with rig.rec.step("boot guest") as st:
         guest = Guest(rig.workdir / "guest", memory_mb=memory_mb, vcpus=vcpus)
