@@ -7,7 +7,7 @@ PYTEST  := .venv/bin/pytest
 STAMPS  := build/stamps
 JOBS    ?= auto
 
-.PHONY: setup host native image venv test lint unit integration avocado conformance demo bench clean
+.PHONY: setup host native image venv test lint unit integration avocado conformance demo bench clean fuzz
 
 setup: host native image venv
 	@echo "[setup] ready"
@@ -38,6 +38,13 @@ unit: venv
 
 integration: setup
 	$(PYTEST) -q -n $(JOBS) -p no:cacheprovider tests/integration
+
+# Random inputs against a real daemon for FUZZ_SECONDS (the fixed CI set runs in
+# `make integration`); figures in results/fuzz.json.
+FUZZ_SECONDS ?= 300
+fuzz: venv
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PYTEST) -q -s -p no:cacheprovider \
+		tests/integration/test_fuzz.py
 
 avocado: setup
 	bash tests/avocado/run.sh

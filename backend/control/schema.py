@@ -125,7 +125,7 @@ def validate(command: str, schema: Schema, arguments: Mapping[str, object]) -> d
             if arg.check is not None:
                 arg.check(value)
         except (LimitError, ValueError) as e:
-            raise CommandError(f"{command}: {arg.name!r}: {e}") from None
+            raise CommandError(f"{command}: {arg.name!r}: {str(e)[:500]}") from None
         out[arg.py_name] = value
     return out
 

@@ -31,6 +31,7 @@ from typing import Literal
 
 from ..blockio import Completion, IoVec, Op, Status
 from ..errors import DeviceError
+from ..limits import show
 from . import libc
 from .completion import CompletionQueue
 from .linux_aio import IOV_MAX, AioContext, Request
@@ -132,20 +133,21 @@ def open_backing(name: str, path: Path, *, read_only: bool,
     opened, and checked again on the descriptor (the path may change in between);
     O_NONBLOCK keeps even that second look from waiting on a FIFO.
     """
+    shown = show(str(path), 200)
     try:
         _check_backing(name, path, os.stat(path))
     except OSError as e:
-        raise DeviceError(f"{name}: cannot open {path}: {e.strerror}") from e
+        raise DeviceError(f"{name}: cannot open {shown}: {e.strerror}") from e
     flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC
     try:
         fd = os.open(path, flags | os.O_NONBLOCK)
     except OSError as e:
-        raise DeviceError(f"{name}: cannot open {path}: {e.strerror}") from e
+        raise DeviceError(f"{name}: cannot open {shown}: {e.strerror}") from e
     try:
         st = os.fstat(fd)
         _check_backing(name, path, st)
         if stat.S_ISBLK(st.st_mode) and os.lseek(fd, 0, os.SEEK_END) == 0:
-            raise DeviceError(f"{name}: {path} has size 0: a device needs at least one"
+            raise DeviceError(f"{name}: {shown} has size 0: a device needs at least one"
                               " sector")
         os.set_blocking(fd, True)
     except BaseException:
@@ -168,11 +170,13 @@ def close_backing(fds: tuple[int, int]) -> None:
 
 
 def _check_backing(name: str, path: Path, st: os.stat_result) -> None:
+    path_shown = show(str(path), 200)
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise DeviceError(f"{name}: {path} is not a regular file or block device"
+        raise DeviceError(f"{name}: {path_shown} is not a regular file or block device"
                           f" ({_kind(st.st_mode)})")
     if stat.S_ISREG(st.st_mode) and st.st_size == 0:
-        raise DeviceError(f"{name}: {path} has size 0: a device needs at least one sector")
+        raise DeviceError(f"{name}: {path_shown} has size 0: a device needs at least one"
+                          " sector")
 
 
 def _kind(mode: int) -> str:

@@ -94,7 +94,8 @@ class Dispatcher:
             raise type(e)(_prefixed(name, e.desc)) from e
         except StateError as e:
             who = f"device {args['name']!r}" if "name" in args else "device"
-            raise CommandError(f"{name}: {who} is {e.state}, needs {e.required}") from e
+            raise CommandError(_prefixed(name, f"{who} is {e.state}, needs {e.required}")
+                               ) from e
         except VudmError as e:
             raise CommandError(_prefixed(name, str(e))) from e
         except Exception as e:
@@ -103,5 +104,13 @@ class Dispatcher:
                                f" {str(e)[:200]}") from e
 
 
+MAX_DESC = 1000
+"""Longest error desc: a message quoting what the client sent (a 5,000-character path)
+is cut, so that no reply and no log line grows with the input."""
+
+
 def _prefixed(name: str, desc: str) -> str:
-    return desc if desc.startswith(f"{name}:") else f"{name}: {desc}"
+    desc = desc if desc.startswith(f"{name}:") else f"{name}: {desc}"
+    if len(desc) > MAX_DESC:
+        desc = f"{desc[:MAX_DESC]}... ({len(desc)} characters)"
+    return desc
