@@ -132,7 +132,15 @@ class Daemon:
         assert self.reader is not None and self.writer is not None
         self.writer.write(message + b"\n")
         while True:
-            line = await asyncio.wait_for(self.reader.readline(), REPLY_TIMEOUT)
+            try:
+                line = await asyncio.wait_for(self.reader.readline(), REPLY_TIMEOUT)
+            except TimeoutError:
+                # A failure in itself; a new connection keeps replies and requests paired
+                # for whatever runs next (hypothesis replays the input to confirm it).
+                self.writer.close()
+                self.reader, self.writer = await self._connect()
+                raise AssertionError(f"no reply in {REPLY_TIMEOUT}s to {short(message)}"
+                                     ) from None
             assert line.endswith(b"\n"), f"the daemon hung up on {short(message)}"
             reply = strict(line)
             check_shape(reply)
