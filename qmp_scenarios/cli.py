@@ -1,9 +1,11 @@
-"""``vudm scenario list`` and ``vudm scenario run NAME [--json FILE]``."""
+"""``vudm scenario list``, ``vudm scenario run NAME [--json FILE] [--oracle kernel]`` and
+``vudm scenario diff NAME`` (the same scenario on vudm and on the guest kernel's dm)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -21,6 +23,15 @@ def _setup(p: argparse.ArgumentParser) -> None:
     run.add_argument("--json", type=Path, help="write the result here (and a .png beside)")
     run.add_argument("--workdir", type=Path, help="keep sockets and logs here")
     run.add_argument("--verbose", "-v", action="store_true")
+    run.add_argument("--oracle", choices=("vudm", "kernel"), default="vudm",
+                     help="who answers the dm steps: vudm (default) or the guest kernel's "
+                          "own device-mapper (dmsetup in the guest)")
+    diff = sub.add_parser("diff", help="run a scenario on vudm and on the guest kernel's "
+                          "dm; print both side by side; exit 1 on a disagreement")
+    diff.add_argument("name")
+    diff.add_argument("--json", type=Path, help="write the comparison here")
+    diff.add_argument("--workdir", type=Path, help="keep both runs' logs here")
+    diff.add_argument("--verbose", "-v", action="store_true")
 
 
 def _run(ns: argparse.Namespace) -> int:
@@ -46,12 +57,27 @@ def _run(ns: argparse.Namespace) -> int:
         print(f"vudm scenario: {e.args[0]}")
         return 2
     workdir = ns.workdir or Path(tempfile.mkdtemp(prefix=f"vudm-{ns.name}-"))
-    result = asyncio.run(run_scenario(ns.name, workdir.resolve(), json_path=ns.json))
+    if ns.scenario_cmd == "diff":
+        return _diff(ns, workdir.resolve())
+    result = asyncio.run(run_scenario(ns.name, workdir.resolve(), json_path=ns.json,
+                                      oracle=ns.oracle))
     print(result.report())
     if ns.json:
         print(f"result: {ns.json} and {ns.json.with_suffix('.png')}")
     print(f"logs: {workdir}")
     return 0 if result.passed else 1
+
+
+def _diff(ns: argparse.Namespace, workdir: Path) -> int:
+    from .oracle.scenario_diff import diff_scenario
+
+    diff = asyncio.run(diff_scenario(ns.name, workdir, progress=print))
+    print(diff.report())
+    if ns.json:
+        ns.json.write_text(json.dumps(diff.to_json(), indent=2) + "\n")
+        print(f"comparison: {ns.json}")
+    print(f"logs: {workdir} (vudm/, kernel/, vudm.json, kernel.json)")
+    return 0 if diff.agree else 1
 
 
 register_subcommand("scenario", help="run QMP scenarios against real guests",

@@ -79,6 +79,11 @@ class ScenarioResult:
     evidence: EvidenceRecord = field(default_factory=EvidenceRecord)
     events: list[EventRecord] = field(default_factory=list)
     started_at: str = ""
+    oracle: str = "vudm"
+    """Who answered the dm steps: vudm, or the guest kernel's dm (--oracle kernel)."""
+    dm: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each mapped device's final table and status lines and event number, as the
+    oracle showed them (path names as the scenario wrote them)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

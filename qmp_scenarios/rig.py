@@ -29,6 +29,7 @@ from qemu.qmp import QMPClient
 from backend.control.testing import DaemonProcess
 from guests.machine import Guest
 
+from .dm_backends import DmBackend, make_backend
 from .events import EventLog
 from .evidence import Counters, add_counters, counters_from
 from .nbd_server import NbdServer
@@ -43,7 +44,7 @@ class Rig:
 
     def __init__(self, workdir: Path, result: ScenarioResult, *, image_mb: int = 256,
                  checker_interval: float = 0.5, guest: Guest | None = None,
-                 network: bool = False) -> None:
+                 network: bool = False, oracle: str = "vudm") -> None:
         self.workdir = workdir
         self.result = result
         self.rec = Recorder(result)
@@ -67,6 +68,9 @@ class Rig:
         self._events: EventLog | None = None
         self.banked: Counters = {}
         """Counters read just before the daemon was killed (bank_counters), by owner."""
+        self.oracle = oracle
+        self.dm: DmBackend = make_backend(oracle, self)
+        """Who answers the dm steps: vudm (QMP) or the guest kernel (dmsetup)."""
 
     async def __aenter__(self) -> Rig:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -90,21 +90,37 @@ def judge_evidence(result: ScenarioResult, declared: Declared | None,
                           f"(the guest's verdict was: {result.verdict or 'none'})")
 
 
+async def _record_dm_lines(rig: Rig) -> None:
+    """The final table/status lines and event number of every mapped device the steps
+    created, as the oracle shows them (``vudm scenario diff`` compares them)."""
+    for name in rig.dm.created:
+        try:
+            lines = await rig.dm.lines(name)
+        except Exception as e:  # best effort once a step failed
+            log.warning("reading %s's dm lines failed: %s", name, e)
+            continue
+        rig.result.dm[name] = {"table": lines.table, "status": lines.status,
+                               "event_nr": lines.event_nr}
+
+
 async def run_scenario(name: str, workdir: Path, *, json_path: Path | None = None,
-                       png_path: Path | None = None, guest: Guest | None = None
-                       ) -> ScenarioResult:
-    """Run registered scenario ``name`` on a fresh rig (or on ``guest``, already up)."""
+                       png_path: Path | None = None, guest: Guest | None = None,
+                       oracle: str = "vudm") -> ScenarioResult:
+    """Run registered scenario ``name`` on a fresh rig (or on ``guest``, already up);
+    ``oracle="kernel"`` runs its dm steps on the guest kernel's own dm instead."""
     sc = get_scenario(name)
     return await run_steps(sc.fn, workdir, name=name, expect=sc.expect,
                            image_mb=sc.image_mb, json_path=json_path, png_path=png_path,
-                           guest=guest, network=sc.network, evidence=sc.evidence)
+                           guest=guest, network=sc.network, evidence=sc.evidence,
+                           oracle=oracle)
 
 
 async def run_steps(fn: Callable[[Rig], Awaitable[None]], workdir: Path, *, name: str,
                     expect: Expect = "no-eio", image_mb: int = 256,
                     json_path: Path | None = None, png_path: Path | None = None,
                     guest: Guest | None = None, network: bool = False,
-                    evidence: Declared | None = None) -> ScenarioResult:
+                    evidence: Declared | None = None, oracle: str = "vudm"
+                    ) -> ScenarioResult:
     """Run ``fn``'s steps on a rig, judge the guest's evidence, write JSON + PNG.
 
     Registered scenarios and a user's own steps (the pytest plugin's ``scenario``
@@ -112,16 +128,20 @@ async def run_steps(fn: Callable[[Rig], Awaitable[None]], workdir: Path, *, name
     ``guest``, the rig uses that running guest (``boot_guest`` adopts it) and leaves it
     running: the caller owns it. ``network``: see :class:`Rig`. ``evidence``: the
     counters the steps must move (:mod:`qmp_scenarios.evidence`); None records them
-    without judging.
+    without judging. ``oracle``: who answers the dm steps (dm_backends.py); with the
+    kernel's dm there are no vudm counters, so the evidence is not judged.
     """
-    result = ScenarioResult(scenario=name, expect=expect)
+    result = ScenarioResult(scenario=name, expect=expect, oracle=oracle)
+    if oracle != "vudm":
+        evidence = None
     observed: Counters = {}
     try:
         async with Rig(workdir, result, image_mb=image_mb, guest=guest,
-                       network=network) as rig:
+                       network=network, oracle=oracle) as rig:
             try:
                 await fn(rig)
             finally:
+                await _record_dm_lines(rig)
                 observed = await rig.final_counters()
                 result.events = rig.event_records()
                 if rig.guest is not None:

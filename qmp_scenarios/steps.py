@@ -1,10 +1,13 @@
 """Small async steps a scenario is built from. Each records itself on the rig's recorder
 and waits on an event or a state with a timeout, never on a sleep. No asserts: a step
 that cannot do its job raises; judging the guest's evidence is the runner's business.
+The dm steps go through ``rig.dm`` (dm_backends.py): vudm, or for the kernel oracle the
+guest kernel's own dm, so a scenario reads the same for both.
 """
 
 from __future__ import annotations
 
+import re
 import signal
 import statistics
 import time
@@ -38,6 +41,9 @@ async def boot_guest(rig: Rig, memory_mb: int = 512, vcpus: int = 1) -> Guest:
         rig.guest = guest
         await guest.start()
         st.detail = f"agent ready after {guest.boot_seconds or 0:.1f}s"
+    if rig.oracle != "vudm":
+        async with rig.rec.step(f"{rig.oracle} dm: paths and deferred devices"):
+            await rig.dm.guest_booted(guest)
     return guest
 
 
@@ -48,6 +54,11 @@ async def attach_disk(rig: Rig, dm: str, disk_id: str, *, num_queues: int = 1,
     The guest's chardev reconnects (``reconnect=1``, QEMU retries every second), so a
     daemon killed and restarted gets the guest back with its requests in flight."""
     guest = rig.need_guest()
+    if rig.oracle != "vudm":  # the mapped device lives in the guest itself
+        async with rig.rec.step(f"use {dm} in the guest ({rig.oracle} dm)") as st:
+            dev = await rig.dm.attach(dm, disk_id)
+            st.detail = dev
+        return dev
     async with rig.rec.step(f"hotplug {disk_id} ({dm})") as st:
         sock = rig.socket_path(f"{disk_id}.sock")
         mark = rig.events.mark()
@@ -120,12 +131,20 @@ async def wait_guest_writes(rig: Rig, disk: str, more: int, timeout: float = 60.
 
 
 async def collect_guest_errors(rig: Rig) -> list[str]:
-    """The guest kernel's own I/O error lines (dmesg)."""
+    """The guest kernel's own I/O error lines (dmesg). With the kernel oracle, the
+    paths are guest disks too: their errors (a killed path's) are the dm's business,
+    not the guest's, exactly as vudm's path errors never reach the guest; only the
+    mapped device's own count."""
     guest = rig.need_guest()
     async with rig.rec.step("collect guest kernel I/O errors") as st:
         errors = await guest.kernel_io_errors()
+        paths = rig.dm.path_disks()
+        if paths:
+            on_path = re.compile(r"\b(?:" + "|".join(map(re.escape, paths)) + r")\b")
+            st.detail = f"{sum(1 for e in errors if on_path.search(e))} path lines left out, "
+            errors = [e for e in errors if not on_path.search(e)]
         rig.result.guest.io_errors = errors
-        st.detail = f"{len(errors)} lines"
+        st.detail += f"{len(errors)} lines"
     return errors
 
 
@@ -159,7 +178,7 @@ async def add_nbd_path(rig: Rig, name: str, image: Path | None = None, *,
                         timeout=timeout)
         await srv.start()
         rig.paths[name] = srv
-        await rig.qmp("dev-add", {"name": name, "uri": srv.uri})
+        await rig.dm.add_path(name, srv)
     return srv
 
 
@@ -168,17 +187,17 @@ async def kill_path(rig: Rig, name: str, *, wait_failed: str | None = None,
     """SIGKILL path ``name``'s NBD server; with ``wait_failed=DM`` also wait until vudm
     reports PATH_FAILED for it on that mapped device."""
     async with rig.rec.step(f"kill path {name}"):
-        mark = rig.events.mark()
+        mark = rig.dm.mark()
         killed_at = time.time()
         await rig.paths[name].kill()
         rig.result.timings.setdefault(f"kill_{name}", rig.rec.now())
         if wait_failed is not None:
-            ev = await rig.events.wait("PATH_FAILED", {"name": wait_failed, "dev": name},
-                                       since=mark, timeout=timeout)
+            seen = await rig.dm.wait_path(wait_failed, name, failed=True, mark=mark,
+                                          timeout=timeout)
             # the daemon's own timestamp of the event: detection latency, not our wait
-            stamp = ev.get("timestamp", {})
-            seen = stamp.get("seconds", 0) + stamp.get("microseconds", 0) / 1e6
-            rig.result.timings.setdefault(f"path_failed_{name}_after_kill", seen - killed_at)
+            if seen is not None:
+                rig.result.timings.setdefault(f"path_failed_{name}_after_kill",
+                                              seen - killed_at)
 
 
 async def pause_path(rig: Rig, name: str, paused: bool) -> None:
@@ -237,11 +256,11 @@ async def restore_path(rig: Rig, name: str, *, wait_reinstated: str | None = Non
     """Restart path ``name``'s NBD server; with ``wait_reinstated=DM`` wait until the
     path checker reinstates it on that mapped device."""
     async with rig.rec.step(f"restore path {name}"):
-        mark = rig.events.mark()
+        mark = rig.dm.mark()
         await rig.paths[name].start()
         if wait_reinstated is not None:
-            await rig.events.wait("PATH_REINSTATED", {"name": wait_reinstated, "dev": name},
-                                  since=mark, timeout=timeout)
+            await rig.dm.wait_path(wait_reinstated, name, failed=False, mark=mark,
+                                   timeout=timeout)
 
 
 # -- mapped devices -------------------------------------------------------------------
@@ -255,12 +274,12 @@ async def add_device(rig: Rig, name: str, uri: str) -> None:
 
 async def create_dm(rig: Rig, name: str, table: str) -> None:
     async with rig.rec.step(f"create {name}"):
-        await rig.qmp("dm-create", {"name": name, "table": table})
+        await rig.dm.create(name, table)
 
 
 async def load_table(rig: Rig, name: str, table: str) -> None:
     async with rig.rec.step(f"load {name}"):
-        await rig.qmp("dm-load", {"name": name, "table": table})
+        await rig.dm.load(name, table)
 
 
 async def suspend(rig: Rig, name: str, *, noflush: bool = False,
@@ -268,22 +287,18 @@ async def suspend(rig: Rig, name: str, *, noflush: bool = False,
     kind = "noflush " if noflush else ""
     async with rig.rec.step(f"suspend {kind}{name}"):
         t0 = rig.rec.now()
-        args: dict[str, Any] = {"name": name, "noflush": noflush}
-        if timeout is not None:
-            args["timeout"] = timeout
-        await rig.qmp("dm-suspend", args)
+        await rig.dm.suspend(name, noflush, timeout)
         rig.result.timings[f"suspend_{name}"] = rig.rec.now() - t0
 
 
 async def resume(rig: Rig, name: str) -> None:
     async with rig.rec.step(f"resume {name}"):
-        await rig.qmp("dm-resume", {"name": name})
+        await rig.dm.resume(name)
 
 
 async def message(rig: Rig, name: str, text: str, sector: int = 0) -> str:
     async with rig.rec.step(f"message {name}: {text}") as st:
-        ret = await rig.qmp("dm-message", {"name": name, "sector": sector, "message": text})
-        reply = str(ret.get("reply", "")) if isinstance(ret, dict) else ""
+        reply = await rig.dm.message(name, sector, text)
         st.detail = reply
     return reply
 

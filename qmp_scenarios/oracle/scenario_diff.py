@@ -1,0 +1,109 @@
+"""``vudm scenario diff NAME``: one scenario run on vudm and on the guest kernel's own dm,
+compared side by side.
+
+Both runs use the same scenario code (its dm steps go through ``rig.dm``), the same kind
+of NBD servers killed the same way, and the same fio job in the guest. Compared: the
+verdict (passed or not), whether the guest saw EIO (fio or its kernel log), and for
+every mapped device the final table and status lines (path names as the scenario wrote
+them; the kernel's ``major:minor`` are mapped back) and the number of table events. Any
+disagreement is a vudm bug until shown otherwise: the exit status is 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..result import ScenarioResult
+from ..runner import run_scenario
+
+
+@dataclass
+class Row:
+    what: str
+    vudm: str
+    kernel: str
+
+    @property
+    def same(self) -> bool:
+        return self.vudm == self.kernel
+
+
+@dataclass
+class ScenarioDiff:
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    vudm: ScenarioResult | None = None
+    kernel: ScenarioResult | None = None
+
+    @property
+    def agree(self) -> bool:
+        return all(r.same for r in self.rows)
+
+    def report(self) -> str:
+        width = max([len(r.what) for r in self.rows] + [10])
+        col = max([len(r.vudm) for r in self.rows] + [4])
+        lines = [f"scenario diff {self.name}: "
+                 f"{'AGREE' if self.agree else 'DISAGREE'}",
+                 f"  {'':<{width}}  {'vudm':<{col}}  kernel"]
+        for r in self.rows:
+            mark = " " if r.same else "!"
+            lines.append(f"{mark} {r.what:<{width}}  {r.vudm:<{col}}  {r.kernel}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, object]:
+        return {"scenario": self.name, "agree": self.agree,
+                "rows": [{"what": r.what, "vudm": r.vudm, "kernel": r.kernel,
+                          "same": r.same} for r in self.rows],
+                "vudm": self.vudm.to_json() if self.vudm else None,
+                "kernel": self.kernel.to_json() if self.kernel else None}
+
+
+def saw_eio(result: ScenarioResult) -> bool:
+    fio = result.guest.fio
+    return bool(result.guest.io_errors) or (fio is not None and (fio.exit_code != 0
+                                                                  or fio.errors > 0))
+
+
+def compare(name: str, vudm: ScenarioResult, kernel: ScenarioResult) -> ScenarioDiff:
+    diff = ScenarioDiff(name, vudm=vudm, kernel=kernel)
+    rows = diff.rows
+    rows.append(Row("verdict", _verdict(vudm), _verdict(kernel)))
+    rows.append(Row("guest saw EIO", _yes(saw_eio(vudm)), _yes(saw_eio(kernel))))
+    rows.append(Row("fio verify", _verify(vudm), _verify(kernel)))
+    for dm in sorted(set(vudm.dm) | set(kernel.dm)):
+        v, k = vudm.dm.get(dm, {}), kernel.dm.get(dm, {})
+        for kind in ("table", "status"):
+            vl, kl = list(v.get(kind, [])), list(k.get(kind, []))
+            for i in range(max(len(vl), len(kl), 1)):
+                rows.append(Row(f"{dm} {kind}" + (f" {i + 1}" if i else ""),
+                                vl[i] if i < len(vl) else "-", kl[i] if i < len(kl) else "-"))
+        rows.append(Row(f"{dm} events", str(v.get("event_nr", "-")),
+                        str(k.get("event_nr", "-"))))
+    return diff
+
+
+def _verdict(r: ScenarioResult) -> str:
+    return "passed" if r.passed else "failed"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _verify(r: ScenarioResult) -> str:
+    return r.guest.fio.verify if r.guest.fio is not None else "no fio"
+
+
+async def diff_scenario(name: str, workdir: Path,
+                        progress: Callable[[str], None] | None = None) -> ScenarioDiff:
+    """Run ``name`` on vudm, then on the kernel's dm (one at a time: the machine's
+    cores are the guests'), and compare."""
+    results: dict[str, ScenarioResult] = {}
+    for oracle in ("vudm", "kernel"):
+        if progress:
+            progress(f"running {name} on {oracle}")
+        results[oracle] = await run_scenario(name, workdir / oracle, oracle=oracle,
+                                             json_path=workdir / f"{oracle}.json")
+    return compare(name, results["vudm"], results["kernel"])
