@@ -36,6 +36,9 @@ class Scenario:
     """Scenarios that share a workload and differ in whether EIO must reach the guest."""
     evidence: Mapping[str, Mapping[str, Obligation]] = field(default_factory=dict)
     """Minimum daemon counters: ``{"mp": {"split": 1}}`` (see qmp_scenarios.evidence)."""
+    path_checker: bool = True
+    """False: the daemon runs without its path checker (a scenario about I/O stuck on a
+    hung path, which the checker would fail within its probe timeout)."""
 
 
 _scenarios: dict[str, Scenario] = {}
@@ -44,7 +47,7 @@ _scenarios: dict[str, Scenario] = {}
 def scenario(name: str, description: str, expect: Expect = "no-eio",
              image_mb: int = 256, network: bool = False, *, family: str = "",
              evidence: Mapping[str, Mapping[str, Obligation]] | None = None,
-             ) -> Callable[[ScenarioFn], ScenarioFn]:
+             path_checker: bool = True) -> Callable[[ScenarioFn], ScenarioFn]:
     """Register ``fn`` as scenario ``name``; ``expect`` says what the guest must see,
     ``family`` which no-eio/eio pair it belongs to, ``evidence`` the counters it must
     move (a malformed declaration is a ValueError at import)."""
@@ -55,7 +58,7 @@ def scenario(name: str, description: str, expect: Expect = "no-eio",
         if name in _scenarios:
             raise ValueError(f"scenario {name!r} registered twice")
         _scenarios[name] = Scenario(name, description, expect, fn, image_mb,
-                                     network, family, declared)
+                                     network, family, declared, path_checker)
         return fn
 
     return deco

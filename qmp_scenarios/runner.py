@@ -112,15 +112,15 @@ async def run_scenario(name: str, workdir: Path, *, json_path: Path | None = Non
     return await run_steps(sc.fn, workdir, name=name, expect=sc.expect,
                            image_mb=sc.image_mb, json_path=json_path, png_path=png_path,
                            guest=guest, network=sc.network, evidence=sc.evidence,
-                           oracle=oracle)
+                           oracle=oracle, path_checker=sc.path_checker)
 
 
 async def run_steps(fn: Callable[[Rig], Awaitable[None]], workdir: Path, *, name: str,
                     expect: Expect = "no-eio", image_mb: int = 256,
                     json_path: Path | None = None, png_path: Path | None = None,
                     guest: Guest | None = None, network: bool = False,
-                    evidence: Declared | None = None, oracle: str = "vudm"
-                    ) -> ScenarioResult:
+                    evidence: Declared | None = None, oracle: str = "vudm",
+                    path_checker: bool = True) -> ScenarioResult:
     """Run ``fn``'s steps on a rig, judge the guest's evidence, write JSON + PNG.
 
     Registered scenarios and a user's own steps (the pytest plugin's ``scenario``
@@ -130,14 +130,16 @@ async def run_steps(fn: Callable[[Rig], Awaitable[None]], workdir: Path, *, name
     counters the steps must move (:mod:`qmp_scenarios.evidence`); None records them
     without judging. ``oracle``: who answers the dm steps (dm_backends.py); with the
     kernel's dm there are no vudm counters, so the evidence is not judged.
+    ``path_checker=False`` runs the daemon without its path checker.
     """
     result = ScenarioResult(scenario=name, expect=expect, oracle=oracle)
     if oracle != "vudm":
         evidence = None
     observed: Counters = {}
     try:
+        rig_args = {} if path_checker else {"checker_interval": 0.0}
         async with Rig(workdir, result, image_mb=image_mb, guest=guest,
-                       network=network, oracle=oracle) as rig:
+                       network=network, oracle=oracle, **rig_args) as rig:
             try:
                 await fn(rig)
             finally:
