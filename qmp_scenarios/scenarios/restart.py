@@ -10,6 +10,7 @@ an ``error`` table: the same checks then see the EIO, so they can.
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any
 
 from ..registry import scenario
@@ -95,7 +96,20 @@ async def daemon_kill_loop(rig: Rig) -> None:
     for i, t in enumerate(times, 1):
         rig.result.timings[f"kill_to_first_write_{i:02d}"] = t
     record_distribution(rig, "kill_to_first_write", times)
-    rig.result.guest.fio = total
+    # And once the polite way (an upgrade): SIGTERM drains what is in flight, exits 0.
+    io = await start_io(rig, verify_writes(disk, size="4M", rate_iops=1_000_000,
+                                           iodepth=16), flowing=64)
+    stopped_at = rig.rec.now()
+    async with rig.rec.step("SIGTERM vudm: it drains and exits 0") as st:
+        code = await rig.kill_daemon(signal.SIGTERM)
+        st.detail = f"exit status {code}"
+        if code != 0:
+            raise RuntimeError(f"vudm exited with {code} after SIGTERM")
+    before = await guest_writes(rig, disk)
+    await restart_daemon(rig)
+    rig.result.timings["sigterm_to_first_write"] = await wait_guest_writes_since(
+        rig, disk, before, stopped_at)
+    rig.result.guest.fio = _merge(total, await wait_io(rig, io))
 
 
 @scenario("daemon-kill-stateless-eio", "restart sibling: vudm SIGKILLed under verified "

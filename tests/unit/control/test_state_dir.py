@@ -135,3 +135,14 @@ def test_an_unrestorable_state_is_a_start_up_error_naming_the_entry(tmp_path: Pa
             assert "cannot restore device 'd0'" in str(e)
 
     run(main())
+
+
+def test_quit_while_stopping_says_what_it_waits_for(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with in_process(tmp_path, checker_interval=0) as (srv, c):
+            assert await c.execute("quit") == {}
+            assert srv.daemon.quit_requested.is_set()
+            _, desc = await error_of(c, "quit")
+            assert desc == "quit: draining: no request in flight, closing"
+
+    run(main())
