@@ -621,7 +621,7 @@ class Daemon:
         self.draining = True
         self.quit_requested.set()
         waiting = self.shutdown_status()
-        log.info("draining: %s", waiting)
+        log.info("%s", waiting)
         exports = [e.export for e in self.exports.values()]
         await asyncio.gather(*(e.close(timeout) for e in exports), return_exceptions=True)
         log.info("drained")
