@@ -45,6 +45,7 @@ class DmBackend(Protocol):
     name: str
 
     async def add_path(self, name: str, srv: NbdServer) -> None: ...
+    async def add_device(self, name: str, uri: str) -> None: ...
     async def guest_booted(self, guest: Guest) -> None: ...
     async def create(self, name: str, table: str) -> None: ...
     async def load(self, name: str, table: str) -> None: ...
@@ -84,6 +85,9 @@ class VudmDm:
 
     async def add_path(self, name: str, srv: NbdServer) -> None:
         await self.rig.qmp("dev-add", {"name": name, "uri": srv.uri})
+
+    async def add_device(self, name: str, uri: str) -> None:
+        await self.rig.qmp("dev-add", {"name": name, "uri": uri})
 
     async def guest_booted(self, guest: Guest) -> None:
         return None
@@ -150,7 +154,7 @@ class KernelDm:
 
     def __init__(self, rig: Rig) -> None:
         self.rig = rig
-        self._servers: dict[str, NbdServer] = {}
+        self._blockdevs: dict[str, dict[str, object]] = {}  # name -> QEMU blockdev
         self._devs: dict[str, str] = {}  # path name -> guest /dev/vdX
         self._numbers: dict[str, str] = {}  # path name -> major:minor
         self._deferred: list[tuple[str, str]] = []  # creates before the guest booted
@@ -162,13 +166,25 @@ class KernelDm:
         return self._created
 
     async def add_path(self, name: str, srv: NbdServer) -> None:
-        self._servers[name] = srv
+        await self._add(name, {
+            "driver": "nbd", "server": {"type": "unix", "path": str(srv.socket)},
+            "export": srv.export, "reconnect-delay": 0})
+
+    async def add_device(self, name: str, uri: str) -> None:
+        """A ``file:`` device becomes a virtio disk on that file; others have no guest
+        equivalent here."""
+        if not uri.startswith("file:") or "?" in uri:
+            raise RuntimeError(f"the kernel oracle has no guest disk for {uri!r}")
+        await self._add(name, {"driver": "file", "filename": uri[len("file:"):]})
+
+    async def _add(self, name: str, blockdev: dict[str, object]) -> None:
+        self._blockdevs[name] = blockdev
         if self.rig.guest is not None and self._dmsetup is not None:
             await self._plug(name)
 
     async def guest_booted(self, guest: Guest) -> None:
         self._dmsetup = GuestDmsetup(guest)
-        for name in self._servers:
+        for name in self._blockdevs:
             await self._plug(name)
         deferred, self._deferred = self._deferred, []
         for name, table in deferred:
@@ -176,10 +192,7 @@ class KernelDm:
 
     async def _plug(self, name: str) -> None:
         guest = self.rig.need_guest()
-        srv = self._servers[name]
-        dev = await guest.hotplug_virtio_blk(f"path-{name}", {
-            "driver": "nbd", "server": {"type": "unix", "path": str(srv.socket)},
-            "export": srv.export, "reconnect-delay": 0})
+        dev = await guest.hotplug_virtio_blk(f"path-{name}", self._blockdevs[name])
         self._devs[name] = dev
         assert self._dmsetup is not None
         self._numbers[name] = await self._dmsetup.dev_number(dev)

@@ -267,9 +267,10 @@ async def restore_path(rig: Rig, name: str, *, wait_reinstated: str | None = Non
 
 
 async def add_device(rig: Rig, name: str, uri: str) -> None:
-    """Register a device with vudm (``file:``, ``dm:OTHER`` to stack, ...)."""
+    """Register a device with vudm (``file:``, ``dm:OTHER`` to stack, ...); for the
+    kernel oracle a ``file:`` device is a guest disk on that file."""
     async with rig.rec.step(f"add device {name} ({uri})"):
-        await rig.qmp("dev-add", {"name": name, "uri": uri})
+        await rig.dm.add_device(name, uri)
 
 
 async def create_dm(rig: Rig, name: str, table: str) -> None:

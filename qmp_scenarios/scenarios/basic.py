@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..registry import scenario
 from ..rig import Rig, make_image
-from ..steps import attach_disk, boot_guest, create_dm, start_io, wait_io
+from ..steps import add_device, attach_disk, boot_guest, create_dm, start_io, wait_io
 from ..workloads import verify_writes
 
 SECTORS = 256 * 2048  # the rig's 256 MiB image
@@ -14,7 +14,7 @@ SECTORS = 256 * 2048  # the rig's 256 MiB image
 @scenario("linear-verify", "fio randwrite+verify through a linear table over a file",
           family="table-io", evidence={"vol": {"ios": 1000, "pieces.0": 1000}})
 async def linear_verify(rig: Rig) -> None:
-    await rig.qmp("dev-add", {"name": "img", "uri": f"file:{rig.image}"})
+    await add_device(rig, "img", f"file:{rig.image}")
     await create_dm(rig, "vol", f"0 {SECTORS} linear img 0")
     await boot_guest(rig)
     disk = await attach_disk(rig, "vol", "d0")
@@ -40,7 +40,7 @@ async def striped_verify(rig: Rig) -> None:
     for i in range(2):
         img = rig.workdir / f"stripe{i}.img"
         make_image(img, 128 << 20)
-        await rig.qmp("dev-add", {"name": f"s{i}", "uri": f"file:{img}"})
+        await add_device(rig, f"s{i}", f"file:{img}")
     await create_dm(rig, "vol", f"0 {SECTORS} striped 2 128 s0 0 s1 0")
     await boot_guest(rig)
     disk = await attach_disk(rig, "vol", "d0")
@@ -53,7 +53,7 @@ async def striped_verify(rig: Rig) -> None:
           "guest writes are split between targets",
           family="table-io", evidence={"vol": {"split": 31, "pieces.0": 1, "pieces.31": 1}})
 async def linear_boundary_verify(rig: Rig) -> None:
-    await rig.qmp("dev-add", {"name": "img", "uri": f"file:{rig.image}"})
+    await add_device(rig, "img", f"file:{rig.image}")
     await create_dm(rig, "vol", boundary_table(SECTORS, 32))
     await boot_guest(rig)
     disk = await attach_disk(rig, "vol", "d0")
