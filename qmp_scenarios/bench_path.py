@@ -49,6 +49,9 @@ class FakeLib:
         self.stop = False
         self.returned: list[int] = []
         """Pushed elements: the guest posts them again at its next kick."""
+        self.call_fd = os.eventfd(0, os.EFD_NONBLOCK)
+        """The guest's call eventfd: a notify writes it, as libvhost-user's does."""
+        self.notified = 0
 
     def vu_queue_pop(self, _dev: int, _vq: int, _size: int) -> int:
         return self.avail.pop() if self.avail else 0
@@ -70,7 +73,8 @@ class FakeLib:
         self.kick()
 
     def vu_queue_notify(self, _dev: int, _vq: int) -> None:
-        pass
+        self.notified += 1
+        os.eventfd_write(self.call_fd, 1)  # the interrupt the guest would get
 
     def free(self, _elem: int) -> None:
         pass
@@ -162,7 +166,9 @@ async def run_one(image: Path, path: str, qd: int, seconds: float, op: str,
         raise SystemExit(f"{blk.rejected} requests rejected: the element layout is wrong")
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     out: dict[str, Any] = {"iops": n / (t1 - t0), "cpu_us": cpu / n * 1e6,
-                           "user_us": (c1.user - c0.user) / n * 1e6}
+                           "user_us": (c1.user - c0.user) / n * 1e6,
+                           "notifies": lib.notified / max(1, lib.pushed)}
+    os.close(lib.call_fd)
     if prof is not None:
         out["calls"] = _calls_per_io(prof, n)
     return out
@@ -227,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
             s = json.loads(out.strip().splitlines()[-1])
             samples.setdefault((tree, path, qd), []).append(s)
             print(f"round {rnd} {tree.name:14} {path:9} qd {qd:2} {s['iops']:8.0f} IOPS "
-                  f"{s['cpu_us']:6.1f} µs CPU/IO", flush=True)
+                  f"{s['cpu_us']:6.1f} µs CPU/IO {s.get('notifies', 0):5.2f} notifies/IO",
+                  flush=True)
             if "calls" in s:
                 top = list(s["calls"].items())[:40]
                 print(f"  {sum(s['calls'].values()):.1f} Python calls per I/O:\n    "

@@ -245,10 +245,13 @@ class AioContext:
             os.eventfd_read(self._efd)
         except BlockingIOError:
             pass
-        # What the callbacks submit goes out in the flush below, not a loop turn later.
+        # What the callbacks submit goes out in the flush below, not a loop turn later;
+        # what they defer to the PLUG (vhost/'s notify of the guest) runs once, after
+        # the whole batch.
         self._flush_scheduled = True
         try:
-            self._collect(0)
+            with PLUG:
+                self._collect(0)
         finally:
             self._flush()
 

@@ -19,6 +19,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from backend.blockio import (
@@ -151,6 +152,9 @@ class VirtioBlkDevice:
         self._vqs = [0] * num_queues
         self._started = [False] * num_queues
         self._fresh = [False] * num_queues  # started, not yet kicked: report resubmits
+        self._notify_due = [False] * num_queues
+        """A notify of this queue is deferred to the release of the held PLUG."""
+        self._notifiers = [partial(self._notify, q) for q in range(num_queues)]
         self._cb_queue = libvhost.QueueHandlerCb(self._queue_handler)
         self._cb_queue_ptr = ctypes.cast(self._cb_queue, ctypes.c_void_p).value
 
@@ -380,10 +384,24 @@ class VirtioBlkDevice:
             _memset(inflight.status_addr, status, 1)
             lib, dev, vq = self.lib, self._dev, inflight.vq
             lib.vu_queue_push(dev, vq, elem, inflight.used_len)
-            lib.vu_queue_notify(dev, vq)
             lib.free(elem)
+            # One notify per batch: completions reaped together (the reap holds the
+            # PLUG) are pushed, then the guest is told once when the plug is released.
+            qidx = inflight.qidx
+            if not self._notify_due[qidx]:
+                if PLUG.defer(self._notifiers[qidx]):
+                    self._notify_due[qidx] = True
+                else:
+                    lib.vu_queue_notify(dev, vq)
         if self.in_flight == 0:
             self._idle.set()
+
+    def _notify(self, qidx: int) -> None:
+        """The deferred notify of queue ``qidx`` (at the release of the PLUG)."""
+        self._notify_due[qidx] = False
+        vq = self._vqs[qidx]
+        if vq and self._started[qidx]:
+            self.lib.vu_queue_notify(self._dev, vq)
 
     def _finish(self, vq: int, elem: int, used_len: int) -> None:
         """Push ``elem`` with ``used_len`` bytes written, notify the guest, free it."""

@@ -203,3 +203,23 @@ def test_write_with_the_write_cache_off_is_flushed_before_it_completes(rig: Any)
                                      (g.alloc(512, b"v" * 512), 512)])
     run(rig, elem)
     assert rig.mem.ops[Op.WRITE] == 2 and rig.mem.ops[Op.FLUSH] == 1
+
+
+def test_a_batch_of_completions_notifies_the_guest_once(rig: Any) -> None:
+    """Requests completed inside one plugged batch (here: one kick, a device completing
+    inline) are pushed one by one and the guest is notified once, after the last."""
+    g = rig.guest
+    statuses = []
+    for i in range(4):
+        buf, status = g.alloc(512), g.alloc(1, b"\xff")
+        statuses.append(status)
+        rig.lib.avail.append(g.element([(buf, 512), (status, 1)],
+                                       [(g.alloc(16, hdr(vb.T_IN, i)), 16)]))
+    rig.blk.process_queue(0)
+    assert len(rig.lib.used) == 4
+    assert rig.lib.notified == 1
+    assert all(ctypes.string_at(s, 1) == b"\0" for s in statuses)
+    rig.lib.avail.append(g.element([(g.alloc(512), 512), (g.alloc(1, b"\xff"), 1)],
+                                   [(g.alloc(16, hdr(vb.T_IN, 9)), 16)]))
+    rig.blk.process_queue(0)
+    assert rig.lib.notified == 2
