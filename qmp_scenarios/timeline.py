@@ -60,7 +60,9 @@ def build_figure(result: ScenarioResult) -> Any:
     import matplotlib.pyplot as plt
 
     t_end = _t_end(result)
-    placed, lanes = _place_steps(result.steps, t_end)
+    t_start = _t_start(result.steps, t_end)
+    shown = [s for s in result.steps if s.end >= t_start]
+    placed, lanes = _place_steps(shown, t_start, t_end)
     paths = _path_names(result)
     heights = [max(1.2, lanes * LANE_IN + 0.3), max(0.5, len(paths) * 0.32 + 0.2), 2.6]
     total_in = sum(heights) + 1.2
@@ -70,7 +72,7 @@ def build_figure(result: ScenarioResult) -> Any:
     ax_steps = fig.add_subplot(grid[0])
     ax_paths = fig.add_subplot(grid[1], sharex=ax_steps)
     ax_io = fig.add_subplot(grid[2], sharex=ax_steps)
-    ax_steps.set_xlim(0, t_end)
+    ax_steps.set_xlim(t_start, t_end)
 
     _draw_steps(ax_steps, placed, lanes)
     _draw_paths(ax_paths, result, paths, t_end)
@@ -78,6 +80,11 @@ def build_figure(result: ScenarioResult) -> Any:
 
     status = "PASSED" if result.passed else "FAILED"
     verdict = "\n".join(textwrap.wrap(result.verdict, 150)[:2])
+    hidden = [s.name for s in result.steps if s.end < t_start]
+    if t_start > 0:
+        verdict += "\n" + textwrap.shorten(
+            f"the time axis starts at {t_start:.0f} s, once the guest has booted; before "
+            f"it: {', '.join(hidden)}", 160)
     fig.suptitle(f"{result.scenario}: {status} (expect {result.expect})\n{verdict}",
                  fontsize=9, x=LEFT, ha="left", y=1 - 0.08 / total_in, va="top")
     for ax in (ax_steps, ax_paths):
@@ -92,11 +99,26 @@ def _t_end(result: ScenarioResult) -> float:
     return max(ends or [1.0]) * 1.02 + 0.5
 
 
+BOOT_SHARE = 0.4
+"""A guest boot longer than this share of the run is cut from the time axis: what the
+scenario is about happens after it."""
+
+
+def _t_start(steps: list[StepRecord], t_end: float) -> float:
+    boots = [s for s in steps if s.name.startswith("boot guest")]
+    if not boots:
+        return 0.0
+    boot = max(boots, key=lambda s: s.end)
+    if boot.end - boot.start < BOOT_SHARE * t_end:
+        return 0.0
+    return max(0.0, boot.end - 0.05 * (t_end - boot.end) - 0.5)
+
+
 def _label(step: StepRecord) -> str:
     return f"{step.name} ({step.end - step.start:.1f}s)"
 
 
-def _text_width_s(text: str, t_end: float) -> float:
+def _text_width_s(text: str, span: float) -> float:
     """How many seconds of the time axis ``text`` covers at LABEL_PT (measured with the
     font, so lanes are assigned before anything is drawn)."""
     from matplotlib.font_manager import FontProperties
@@ -105,18 +127,21 @@ def _text_width_s(text: str, t_end: float) -> float:
     width_pt, _, _ = TextToPath().get_text_width_height_descent(
         text, FontProperties(size=LABEL_PT), ismath=False)
     axes_pt = WIDTH_IN * 72 * (RIGHT - LEFT)
-    return width_pt / axes_pt * t_end
+    return width_pt / axes_pt * span
 
 
-def _place_steps(steps: list[StepRecord], t_end: float) -> tuple[list[_Placed], int]:
+def _place_steps(steps: list[StepRecord], t_start: float,
+                 t_end: float) -> tuple[list[_Placed], int]:
     """Greedy interval colouring: a step goes to the first lane free from its start on
     (its bar and its label both occupy the lane), so no two labels ever overlap."""
     lane_free: list[float] = []
     placed = []
-    gap = t_end * 0.006
+    span = t_end - t_start
+    gap = span * 0.006
     for step in sorted(steps, key=lambda s: s.start):
-        width = _text_width_s(_label(step), t_end) + gap
-        label_x = min(step.start, t_end - width)  # a label never runs off the right
+        width = _text_width_s(_label(step), span) + gap
+        # a label starts inside the axis and never runs off its right end
+        label_x = min(max(step.start, t_start), t_end - width)
         begin = min(step.start, label_x)
         end = max(step.end, label_x + width) + gap
         for lane, free in enumerate(lane_free):

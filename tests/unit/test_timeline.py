@@ -52,6 +52,26 @@ def test_step_labels_never_overlap_and_stay_in_the_figure() -> None:
         plt.close(fig)
 
 
+def test_a_long_boot_is_cut_from_the_axis_and_named_in_the_title() -> None:
+    result = crowded_result()
+    result.steps.insert(0, StepRecord("boot guest", 0.5, 19.0, True))
+    result.steps.insert(0, StepRecord("add NBD path p0", 0.0, 0.5, True))
+    fig = build_figure(result)
+    try:
+        start, _ = fig.axes[0].get_xlim()
+        assert 15 < start < 19
+        assert "before it: add NBD path p0" in fig._suptitle.get_text()
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+        assert len(boxes) == 15  # the boot step is still drawn (it ends on the axis)
+        for a, b in itertools.combinations(boxes, 2):
+            assert not a.overlaps(b), (a, b)
+        assert all(box.x0 >= 0 and box.x1 <= fig.bbox.width for box in boxes)
+    finally:
+        plt.close(fig)
+
+
 def test_the_legend_carries_counters_and_the_evidence_verdict() -> None:
     lines = counter_lines(crowded_result())
     assert lines[0] == "mp: ios 900, split 4, pieces 500/404"
