@@ -37,10 +37,19 @@ from guests.fio import start_fio
 from guests.fio_job import bench_job
 from guests.machine import Guest
 
-from .bench_backends import VUDM_LABELS, Backend, make_backends, stop_quietly
+from .bench_backends import Backend, make_backends, stop_quietly
 from .bench_evidence import GUEST_BRINGUP, collect
 from .bench_plot import draw_bench
-from .bench_stats import WORKLOADS, Sample, Workload, incidents, medians, table, to_json
+from .bench_stats import (
+    WORKLOADS,
+    Sample,
+    Workload,
+    incidents,
+    medians,
+    table,
+    to_json,
+    vudm_runs_failed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"\nruns that did not finish (evidence in the JSON):\n{bad}")
     print(f"\nJSON: {ns.json}\nPNG:  {png}")
-    ours_bad = [s for s in samples if s.backend in VUDM_LABELS and s.status != "ok"]
-    return 1 if error or ours_bad else 0
+    return 1 if error or vudm_runs_failed(samples) else 0
 
 
 if __name__ == "__main__":

@@ -184,10 +184,6 @@ def make_backends(rundir: Path, image: Path) -> list[Backend]:
             QsdBackend(rundir, image, "threads"), QsdBackend(rundir, image, "native")]
 
 
-VUDM_LABELS = frozenset({"vudm", "vudm-transport"})
-"""The backends whose hang or failure makes ``make bench`` fail (the others are reported)."""
-
-
 async def stop_quietly(backend: Backend, *, kill: bool) -> None:
     with contextlib.suppress(Exception):
         await (backend.kill() if kill else backend.stop())

@@ -120,6 +120,15 @@ def table(med: dict[str, dict[str, dict[str, float]]], backends: list[str],
     return "\n".join(lines)
 
 
+VUDM_BACKENDS = frozenset({"vudm", "vudm-transport"})
+"""The backends whose hang or failure fails the bench (QSD's are reported only)."""
+
+
+def vudm_runs_failed(samples: list[Sample]) -> list[Sample]:
+    """The runs of vudm's own backends that did not finish: ``make bench`` fails on these."""
+    return [s for s in samples if s.backend in VUDM_BACKENDS and s.status != "ok"]
+
+
 def incidents(samples: list[Sample]) -> str:
     """One line per run that did not finish, with its error."""
     return "\n".join(f"{s.status.upper():7} round {s.rep + 1} {s.backend:<15} {s.workload:<18}"
