@@ -20,8 +20,8 @@ from guests.machine import Guest
 
 from .nbd_server import NbdServer
 from .result import FioEvidence
-from .rig import Rig
-from .workloads import wait_for_ios_command
+from .rig import Rig, make_image
+from .workloads import wait_flush_held_command, wait_for_ios_command, wait_inflight_command
 
 # -- guest ----------------------------------------------------------------------------
 
@@ -130,6 +130,19 @@ async def wait_guest_writes(rig: Rig, disk: str, more: int, timeout: float = 60.
     return took
 
 
+async def wait_guest_inflight(rig: Rig, disk: str, why: str, at_least: int = 1) -> None:
+    """Wait until the guest has ``at_least`` I/Os in flight on ``disk`` that do not
+    complete (held by the daemon: queued, parked, or stuck on a paused path)."""
+    await guest_shell(rig, f"wait until {at_least}+ guest I/Os on {disk} are held ({why})",
+                      wait_inflight_command(disk, at_least))
+
+
+async def wait_guest_flush_held(rig: Rig, why: str) -> None:
+    """Wait until a guest task waits for a flush that does not complete."""
+    await guest_shell(rig, f"wait until a guest flush is held ({why})",
+                      wait_flush_held_command())
+
+
 async def collect_guest_errors(rig: Rig) -> list[str]:
     """The guest kernel's own I/O error lines (dmesg). With the kernel oracle, the
     paths are guest disks too: their errors (a killed path's) are the dm's business,
@@ -163,11 +176,15 @@ async def guest_shell(rig: Rig, what: str, command: str, timeout: float = 60.0) 
 
 
 async def add_nbd_path(rig: Rig, name: str, image: Path | None = None, *,
-                       network: bool = False, timeout: float | None = None) -> NbdServer:
+                       network: bool = False, timeout: float | None = None,
+                       direct: bool = True) -> NbdServer:
     """Start an NBD server for ``image`` (default: the rig's image) and register it with
     vudm as device ``name``. With ``network``, the server listens on TCP in a network
     namespace of its own (``nbd://``; the rig must have been made with ``network``), so
-    the path can be partitioned; ``timeout`` is the device's per-request timeout."""
+    the path can be partitioned; ``timeout`` is the device's per-request timeout.
+    Several servers over one image must run with ``direct`` off: with O_DIRECT each
+    server read-modify-writes a 4 KiB block on its own, and the halves of one block
+    written through two servers lose one half."""
     async with rig.rec.step(f"add {'TCP ' if network else ''}NBD path {name}"):
         net = None
         if network:
@@ -175,19 +192,37 @@ async def add_nbd_path(rig: Rig, name: str, image: Path | None = None, *,
                 raise RuntimeError("a network path needs a scenario with network=True")
             net = await rig.net.add_path(name)
         srv = NbdServer(rig.run_dir / "paths", name, image or rig.image, net=net,
-                        timeout=timeout)
+                        timeout=timeout, direct=direct)
         await srv.start()
         rig.paths[name] = srv
         await rig.dm.add_path(name, srv)
     return srv
 
 
+def add_image(rig: Rig, name: str, size_mb: int) -> Path:
+    """A fresh preallocated image ``name``.img in the rig's work dir (a path's own disk)."""
+    path = rig.workdir / f"{name}.img"
+    make_image(path, size_mb << 20)
+    return path
+
+
+async def add_dev(rig: Rig, name: str, uri: str) -> None:
+    """Register device ``name`` (``dm:OTHER`` stacks a mapped device)."""
+    async with rig.rec.step(f"add device {name} ({uri})"):
+        await rig.qmp("dev-add", {"name": name, "uri": uri})
+
+
+async def add_file_dev(rig: Rig, name: str, image: Path) -> None:
+    await add_dev(rig, name, f"file:{image}")
+
+
 async def kill_path(rig: Rig, name: str, *, wait_failed: str | None = None,
-                    timeout: float = 30.0) -> None:
+                    since: int | None = None, timeout: float = 30.0) -> None:
     """SIGKILL path ``name``'s NBD server; with ``wait_failed=DM`` also wait until vudm
-    reports PATH_FAILED for it on that mapped device."""
+    reports PATH_FAILED for it on that mapped device (after the event mark ``since``,
+    default: now; a paused path may have been failed by the checker before the kill)."""
     async with rig.rec.step(f"kill path {name}"):
-        mark = rig.dm.mark()
+        mark = rig.dm.mark() if since is None else since
         killed_at = time.time()
         await rig.paths[name].kill()
         rig.result.timings.setdefault(f"kill_{name}", rig.rec.now())
@@ -198,6 +233,18 @@ async def kill_path(rig: Rig, name: str, *, wait_failed: str | None = None,
             if seen is not None:
                 rig.result.timings.setdefault(f"path_failed_{name}_after_kill",
                                               seen - killed_at)
+
+
+async def kill_path_until_event(rig: Rig, name: str, dm: str, reason: str,
+                                timeout: float = 60.0) -> None:
+    """SIGKILL path ``name``'s server and wait for the table event ``reason`` on mapped
+    device ``dm`` (e.g. a mirror leg or log failing when the next I/O meets it)."""
+    async with rig.rec.step(f"kill path {name}, wait for '{reason}'"):
+        mark = rig.events.mark()
+        await rig.paths[name].kill()
+        rig.result.timings.setdefault(f"kill_{name}", rig.rec.now())
+        await rig.events.wait("DM_EVENT", {"name": dm, "reason": reason}, since=mark,
+                              timeout=timeout)
 
 
 async def pause_path(rig: Rig, name: str, paused: bool) -> None:
@@ -292,6 +339,22 @@ async def suspend(rig: Rig, name: str, *, noflush: bool = False,
         rig.result.timings[f"suspend_{name}"] = rig.rec.now() - t0
 
 
+async def suspend_times_out(rig: Rig, name: str, *, noflush: bool, timeout: float) -> None:
+    """A suspend that must time out (I/O stuck in flight): the QMP error is the expected
+    outcome, and the device must be ACTIVE again afterwards (the suspend was undone)."""
+    kind = "noflush " if noflush else ""
+    async with rig.rec.step(f"{kind}suspend {name} times out") as st:
+        try:
+            await rig.dm.suspend(name, noflush, timeout)
+        except Exception as e:  # the QMP error is what this step waits for
+            st.detail = str(e)[:200]
+        else:
+            raise RuntimeError("suspend returned although I/O was stuck in flight")
+        state = (await dm_status(rig, name))["state"]
+        if state != "ACTIVE":
+            raise RuntimeError(f"{name} is {state} after the timed-out suspend")
+
+
 async def resume(rig: Rig, name: str) -> None:
     async with rig.rec.step(f"resume {name}"):
         await rig.dm.resume(name)
@@ -309,6 +372,16 @@ async def dm_status(rig: Rig, name: str) -> dict[str, Any]:
     assert isinstance(ret, list) and ret
     info: dict[str, Any] = ret[0]
     return info
+
+
+async def expect_status(rig: Rig, name: str, text: str) -> str:
+    """The device's status line must contain ``text`` (e.g. a mirror leg's health)."""
+    async with rig.rec.step(f"status of {name} shows {text.strip()!r}") as st:
+        status = str((await dm_status(rig, name))["status"])
+        st.detail = status
+        if text not in status:
+            raise RuntimeError(f"{name} status {status!r} lacks {text!r}")
+    return status
 
 
 async def wait_dm_event(rig: Rig, name: str, after_event_nr: int,

@@ -69,9 +69,15 @@ def wait_for_sectors_written_command(disk: str, sectors: int) -> str:
             f"do usleep 20000; done")
 
 
-def wait_inflight_command(disk: str) -> str:
-    """A guest command returning once the disk has I/O in flight (reads or writes: with
-    verify_backlog fio also reads), e.g. stuck on a paused path."""
+def wait_inflight_command(disk: str, at_least: int = 1) -> str:
+    """A guest command returning once the disk has ``at_least`` I/Os in flight (reads or
+    writes: with verify_backlog fio also reads), e.g. stuck on a paused path."""
     name = disk.rsplit("/", 1)[-1]
-    return (f"while [ $(awk '{{print $1 + $2}}' /sys/block/{name}/inflight) -eq 0 ]; "
+    return (f"while [ $(awk '{{print $1 + $2}}' /sys/block/{name}/inflight) -lt {at_least} ]; "
             f"do usleep 20000; done")
+
+
+def wait_flush_held_command() -> str:
+    """A guest command returning once a guest task waits for a flush (fsync of a block
+    device ends in submit_bio_wait): a flush request is not counted in ``inflight``."""
+    return "while ! grep -qs submit_bio_wait /proc/[0-9]*/wchan; do usleep 20000; done"

@@ -17,15 +17,6 @@ class Scenarios(VudmTest):
     def _run(self, name: str) -> None:
         self.run_scenario(name)
 
-    def test_delay_suspend(self) -> None:
-        self._run("delay-suspend")
-
-    def test_delay_suspend_error_eio(self) -> None:
-        self._run("delay-suspend-error-eio")
-
-    def test_demo(self) -> None:
-        self._run("demo")
-
     def test_daemon_kill_during_suspend(self) -> None:
         self._run("daemon-kill-during-suspend")
 
@@ -37,6 +28,15 @@ class Scenarios(VudmTest):
 
     def test_daemon_kill_stateless_eio(self) -> None:
         self._run("daemon-kill-stateless-eio")
+
+    def test_delay_suspend(self) -> None:
+        self._run("delay-suspend")
+
+    def test_delay_suspend_error_eio(self) -> None:
+        self._run("delay-suspend-error-eio")
+
+    def test_demo(self) -> None:
+        self._run("demo")
 
     def test_dust_bad_blocks(self) -> None:
         self._run("dust-bad-blocks")
@@ -74,6 +74,12 @@ class Scenarios(VudmTest):
     def test_linear_verify(self) -> None:
         self._run("linear-verify")
 
+    def test_mirror_leg_failure_flush_suspend_eio(self) -> None:
+        self._run("mirror-leg-failure-flush-suspend-eio")
+
+    def test_mirror_leg_failure_hold_repair(self) -> None:
+        self._run("mirror-leg-failure-hold-repair")
+
     def test_mpath_over_flakey(self) -> None:
         self._run("mpath-over-flakey")
 
@@ -104,11 +110,23 @@ class Scenarios(VudmTest):
     def test_resize_error_eio(self) -> None:
         self._run("resize-error-eio")
 
+    def test_seed000_mirror_log_failure_flush_eio(self) -> None:
+        self._run("seed000-mirror-log-failure-flush-eio")
+
+    def test_seed000_mirror_log_failure_noflush(self) -> None:
+        self._run("seed000-mirror-log-failure-noflush")
+
     def test_seed001_flush_suspend_eio(self) -> None:
         self._run("seed001-flush-suspend-eio")
 
     def test_seed001_flush_suspend_spanning_eio(self) -> None:
         self._run("seed001-flush-suspend-spanning-eio")
+
+    def test_seed001_interrupted_suspend_late_requeue_eio(self) -> None:
+        self._run("seed001-interrupted-suspend-late-requeue-eio")
+
+    def test_seed001_interrupted_suspend_pushback(self) -> None:
+        self._run("seed001-interrupted-suspend-pushback")
 
     def test_seed001_no_path_eio(self) -> None:
         self._run("seed001-no-path-eio")
@@ -131,5 +149,23 @@ class Scenarios(VudmTest):
     def test_seed001_valid_paths(self) -> None:
         self._run("seed001-valid-paths")
 
+    def test_seed003_split_flush_suspend_eio(self) -> None:
+        self._run("seed003-split-flush-suspend-eio")
+
+    def test_seed003_split_requeue_noflush_load(self) -> None:
+        self._run("seed003-split-requeue-noflush-load")
+
+    def test_seed004_striped_flush_fanout(self) -> None:
+        self._run("seed004-striped-flush-fanout")
+
+    def test_seed004_striped_flush_no_path_eio(self) -> None:
+        self._run("seed004-striped-flush-no-path-eio")
+
     def test_striped_verify(self) -> None:
         self._run("striped-verify")
+
+    def test_table_swap_flush_suspend(self) -> None:
+        self._run("table-swap-flush-suspend")
+
+    def test_table_swap_flush_suspend_error_eio(self) -> None:
+        self._run("table-swap-flush-suspend-error-eio")
