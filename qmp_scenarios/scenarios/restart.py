@@ -10,6 +10,7 @@ an ``error`` table: the same checks then see the EIO, so they can.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 from typing import Any
 
@@ -26,6 +27,7 @@ from ..steps import (
     pause_path,
     record_distribution,
     restart_daemon,
+    restore_path,
     resume,
     sigterm_and_ask,
     start_io,
@@ -65,6 +67,13 @@ def _merge(total: FioEvidence | None, ev: FioEvidence) -> FioEvidence:
 async def _export(rig: Rig, export_id: str) -> dict[str, Any]:
     exports = await rig.qmp("query-exports")
     return next(e for e in exports if e["id"] == export_id)
+
+
+async def _path_failed(rig: Rig, name: str, path: str) -> bool:
+    """Whether ``path`` is marked F in the multipath status line of ``name``."""
+    info = await rig.qmp("query-dm", {"name": name})
+    words = str(info[0]["status"]).split()
+    return any(w == path and nxt == "F" for w, nxt in itertools.pairwise(words))
 
 
 async def _dm_state(rig: Rig, name: str) -> str:
@@ -196,9 +205,11 @@ async def daemon_kill_parked(rig: Rig) -> None:
 
 
 @scenario("daemon-kill-during-suspend", "restart: vudm SIGKILLed while a flush suspend "
-          "waits for I/O stuck on a paused path; after the restart the device is ACTIVE "
-          "(the suspend was never acknowledged) and the guest sees no error",
-          family=FAMILY, evidence={"export:d0": {"resubmitted": 1}})
+          "waits for I/O stuck on a paused path, whose server then dies too; after the "
+          "restart the device is ACTIVE (the suspend was never acknowledged), the path "
+          "failed, and once the checker reinstates it the guest has seen no error",
+          family=FAMILY, evidence={"export:d0": {"resubmitted": 1},
+                                   "mp": {"targets.0.path-failures": 1}})
 async def daemon_kill_during_suspend(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0"])
     io = await start_io(rig, verify_writes(disk, size="8M", rate_iops=1000), flowing=100)
@@ -221,11 +232,19 @@ async def daemon_kill_during_suspend(rig: Rig) -> None:
             st.detail = f"{type(e).__name__}"
         else:
             raise RuntimeError("dm-suspend was acknowledged before the kill")
-    await pause_path(rig, "p0", False)
+    # The path's server dies too: the new daemon must come up anyway, with p0 failed.
+    await kill_path(rig, "p0")
     await restart_daemon(rig)
     async with rig.rec.step("mp is ACTIVE: the last acknowledged command was create") as st:
         state = await _dm_state(rig, "mp")
         if state != "ACTIVE":
             raise RuntimeError(f"mp is {state} after the restart")
         st.detail = state
+    async with rig.rec.step("p0 came back as a failed path, not a start-up error") as st:
+        mark = rig.events.mark()
+        if not await _path_failed(rig, "mp", "p0"):
+            # not failed yet: its first I/O or the checker's first probe fails it
+            await rig.events.wait("PATH_FAILED", {"name": "mp", "dev": "p0"}, since=mark)
+        st.detail = "p0 F"
+    await restore_path(rig, "p0", wait_reinstated="mp")
     await wait_io(rig, io)
