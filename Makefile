@@ -7,9 +7,9 @@ PYTEST  := .venv/bin/pytest
 STAMPS  := build/stamps
 JOBS    ?= auto
 
-.PHONY: setup host native image venv test lint unit integration avocado conformance demo bench clean fuzz
+.PHONY: setup host native image distro venv test lint unit integration avocado conformance demo bench clean fuzz
 
-setup: host native image venv
+setup: host native image distro venv
 	@echo "[setup] ready"
 
 host:
@@ -20,6 +20,10 @@ native: host
 
 image: host
 	@bash images/build.sh
+
+# The Debian guest (debootstrap minbase, systemd, kernel, fio) for distro-boot-* scenarios.
+distro: host
+	@bash distro/build.sh
 
 venv: $(STAMPS)/venv
 $(STAMPS)/venv: pyproject.toml

@@ -57,7 +57,7 @@ def wait_for_ios_command(disk: str, writes: int) -> str:
     """
     name = disk.rsplit("/", 1)[-1]
     return (f"while [ $(awk '{{print $5}}' /sys/block/{name}/stat) -lt {writes} ]; "
-            f"do usleep 20000; done")
+            f"do sleep 0.02; done")
 
 
 def wait_for_sectors_written_command(disk: str, sectors: int) -> str:
@@ -66,7 +66,7 @@ def wait_for_sectors_written_command(disk: str, sectors: int) -> str:
     count would not be exact)."""
     name = disk.rsplit("/", 1)[-1]
     return (f"while [ $(awk '{{print $7}}' /sys/block/{name}/stat) -lt {sectors} ]; "
-            f"do usleep 20000; done")
+            f"do sleep 0.02; done")
 
 
 def wait_inflight_command(disk: str, at_least: int = 1) -> str:
@@ -74,10 +74,10 @@ def wait_inflight_command(disk: str, at_least: int = 1) -> str:
     writes: with verify_backlog fio also reads), e.g. stuck on a paused path."""
     name = disk.rsplit("/", 1)[-1]
     return (f"while [ $(awk '{{print $1 + $2}}' /sys/block/{name}/inflight) -lt {at_least} ]; "
-            f"do usleep 20000; done")
+            f"do sleep 0.02; done")
 
 
 def wait_flush_held_command() -> str:
     """A guest command returning once a guest task waits for a flush (fsync of a block
     device ends in submit_bio_wait): a flush request is not counted in ``inflight``."""
-    return "while ! grep -qs submit_bio_wait /proc/[0-9]*/wchan; do usleep 20000; done"
+    return "while ! grep -qs submit_bio_wait /proc/[0-9]*/wchan; do sleep 0.02; done"

@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401
     basic,
+    distro,
     failover,
     faults,
     interrupted,

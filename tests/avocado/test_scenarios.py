@@ -44,6 +44,12 @@ class Scenarios(VudmTest):
     def test_dust_bad_blocks_rewritten(self) -> None:
         self._run("dust-bad-blocks-rewritten")
 
+    def test_distro_boot_failover(self) -> None:
+        self._run("distro-boot-failover")
+
+    def test_distro_boot_failover_eio(self) -> None:
+        self._run("distro-boot-failover-eio")
+
     def test_error_target_eio(self) -> None:
         self._run("error-target-eio")
 
