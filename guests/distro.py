@@ -17,11 +17,14 @@ from .image import REPO_ROOT, GuestImage, build_dir
 
 # The root disk is the first (only) virtio-blk disk. A TCG boot is slow: no watchdog
 # noise, no mitigations, no login on the serial console (its device can take longer than
-# systemd waits for it under TCG, which would leave the system "degraded"); systemd's
-# own log goes to the console only at warning level.
+# systemd waits for it under TCG, which would leave the system "degraded"), no service
+# watchdogs and long start timeouts (a contended TCG guest misses journald's and udevd's
+# 3-minute watchdog: they were killed and the system degraded); systemd's own log goes
+# to the console only at warning level.
 DISTRO_CMDLINE = ("console=ttyS0 root=/dev/vda rw rootwait panic=-1 tsc=reliable "
                   "mitigations=off quiet systemd.show_status=false loglevel=4 "
-                  "systemd.mask=serial-getty@ttyS0.service")
+                  "systemd.mask=serial-getty@ttyS0.service systemd.service_watchdogs=0 "
+                  "systemd.default_timeout_start_sec=900")
 
 
 @dataclass(frozen=True)
