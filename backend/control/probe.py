@@ -3,7 +3,9 @@
 The child half of :class:`~.testing.LivenessProbe`. It runs in its own process so
 that what the test itself does (building a 1 MiB message, say) cannot pass for the
 daemon being slow. Each line on stdout is one probe: the fastest of ``--rounds``
-consecutive round trips, in seconds. When stdin closes it stops; a round trip still
+consecutive round trips, in seconds, then the CLOCK_MONOTONIC time it ended (the
+same clock in every process, so a test can line probes up with what it sent). When
+stdin closes it stops; a round trip still
 unanswered then is reported as ``pending SECONDS`` (how long it has waited), so a
 frozen daemon shows.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 
 from qemu.qmp import QMPClient
 
@@ -34,7 +37,7 @@ async def probe(path: str, rounds: int) -> None:
                 pending.append(loop.time())
                 await client.execute("query-version")
                 best = min(best, loop.time() - pending.pop())
-            print(f"{best:.6f}", flush=True)
+            print(f"{best:.6f} {time.monotonic():.6f}", flush=True)
 
     task = asyncio.ensure_future(run())
     await asyncio.wait([stop, task], return_when=asyncio.FIRST_COMPLETED)

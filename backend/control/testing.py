@@ -191,6 +191,8 @@ class LivenessProbe:
         self.probes = 0
         self.worst = 0.0
         self.errors: list[str] = []
+        self.timeline: list[tuple[float, float]] = []
+        """(time.monotonic() when a probe ended, its latency) for every probe."""
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._tick = asyncio.Event()
@@ -216,8 +218,11 @@ class LivenessProbe:
             elif text.startswith("error "):
                 self.errors.append(text)
             else:
+                latency, *when = (float(w) for w in text.split())
                 self.probes += 1
-                self.worst = max(self.worst, float(text))
+                self.worst = max(self.worst, latency)
+                if when:
+                    self.timeline.append((when[0], latency))
             self._tick.set()
 
     async def more(self, n: int = 3, timeout: float = 10.0) -> None:

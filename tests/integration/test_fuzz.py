@@ -73,6 +73,8 @@ class Daemon:
         self.baseline = ""
         self.resets = 0
         self.inputs: Counter[str] = Counter()
+        self.sent: list[tuple[float, float, str, str]] = []
+        """(start, end, category, input) of every input, on time.monotonic()."""
         self.errors: Counter[str] = Counter()
         self.image = root / "disk.img"
         self.image.write_bytes(b"\0" * (1 << 20))
@@ -183,6 +185,13 @@ class Daemon:
     async def reset(self) -> None:
         """Back to the baseline after a command that changed state succeeded."""
         self.resets += 1
+        start = time.monotonic()
+        try:
+            await self._reset()
+        finally:
+            self.sent.append((start, time.monotonic(), "reset", "(back to the baseline)"))
+
+    async def _reset(self) -> None:
         for export in await self.ok("query-exports"):
             await self.ok("export-del", {"id": export["id"], "force": True})
         for dev in await self.ok("query-devs"):
@@ -208,7 +217,11 @@ class Daemon:
                     Coroutine[Any, Any, None]] | None = None) -> None:
         """Send one input; check the reply, the state, and undo what succeeded."""
         self.inputs[category] += 1
-        reply = await self.send(message)
+        start = time.monotonic()
+        try:
+            reply = await self.send(message)
+        finally:
+            self.sent.append((start, time.monotonic(), category, short(message)[:200]))
         if "error" in reply:
             self.errors[category] += 1
             after = await self.state()
@@ -223,6 +236,7 @@ class Daemon:
     async def raw(self, data: bytes) -> None:
         """Bytes on a fresh connection, then EOF: every line back must be QMP JSON."""
         self.inputs["raw"] += 1
+        start = time.monotonic()
         reader, writer = await self._connect()
         try:
             writer.write(data)
@@ -238,6 +252,7 @@ class Daemon:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+            self.sent.append((start, time.monotonic(), "raw", short(data)[:200]))
         assert await self.state() == self.baseline, f"raw {short(data)} changed state"
 
 
@@ -531,6 +546,21 @@ def categories(d: Daemon) -> dict[str, tuple[st.SearchStrategy[Any], Callable[[A
     }
 
 
+def slow_probes(d: Daemon, limit: int = 10) -> list[dict[str, Any]]:
+    """The slowest probes over the limit, each with the inputs sent while it waited: what
+    to suspect when the loop was slow (or nothing, when the machine was)."""
+    assert d.probe is not None
+    slow = sorted((p for p in d.probe.timeline if p[1] >= LIVENESS_LIMIT),
+                  key=lambda p: -p[1])[:limit]
+    out = []
+    for end, latency in slow:
+        begin = end - latency * d.probe.rounds - 0.05  # the whole probe, with a margin
+        during = [f"{cat}: {what}" for s, e, cat, what in d.sent if s <= end and e >= begin]
+        out.append({"ms": round(latency * 1000, 1), "inputs": during[:5],
+                     "inputs_total": len(during)})
+    return out
+
+
 def test_fuzz_inputs_keep_the_daemon_calm(daemon: Daemon) -> None:
     d = daemon
     rss_before, fds_before = d.rss_kib(), d.fds()
@@ -556,6 +586,7 @@ def test_fuzz_inputs_keep_the_daemon_calm(daemon: Daemon) -> None:
         "query_version": {"probes": d.probe.probes,
                           "worst_ms": round(d.probe.worst * 1000, 1)},
     }
+    figures["slow_probes"] = slow_probes(d)
     print(f"\nfuzz figures: {json.dumps(figures)}")
     if FUZZ_SECONDS:
         report = Path(os.environ.get("FUZZ_REPORT", "results/fuzz.json"))
