@@ -65,7 +65,8 @@ class Daemon:
         self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz-loop",
                                        daemon=True)
         self.thread.start()
-        self.proc = DaemonProcess(root / "d")
+        # A nice 19 run on a busy machine imports slowly: the ready line may take a while.
+        self.proc = DaemonProcess(root / "d", ready_timeout=180.0)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.probe: LivenessProbe | None = None
