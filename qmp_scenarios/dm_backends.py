@@ -200,9 +200,6 @@ class KernelDm:
     def _to_kernel(self, text: str) -> str:
         return _swap_words(text, self._numbers)
 
-    def _table_to_kernel(self, table: str) -> str:
-        return "\n".join(bio_based(line) for line in self._to_kernel(table).splitlines())
-
     def _from_kernel(self, text: str) -> str:
         return _swap_words(text, {v: k for k, v in self._numbers.items()})
 
@@ -218,11 +215,11 @@ class KernelDm:
         if self._dmsetup is None:
             self._deferred.append((name, table))  # created once the guest has the paths
             return
-        await self._run("create", name, "--table", self._table_to_kernel(table))
+        await self._run("create", name, "--table", self._to_kernel(table))
         self._created.append(name)
 
     async def load(self, name: str, table: str) -> None:
-        await self._run("load", name, "--table", self._table_to_kernel(table))
+        await self._run("load", name, "--table", self._to_kernel(table))
 
     async def suspend(self, name: str, noflush: bool, timeout: float | None) -> None:
         await self._run("suspend", *(["--noflush"] if noflush else []), name,
@@ -239,7 +236,7 @@ class KernelDm:
         await self._run("remove", name)
 
     async def lines(self, name: str) -> DmLines:
-        table = [unbio(line) for line in await self._run("table", name)]
+        table = await self._run("table", name)
         status = await self._run("status", name)
         events = await self._run("info", "-c", "--noheadings", "-o", "events", name)
         return DmLines(table, status, int(events[0].strip()) if events else 0)
@@ -283,38 +280,6 @@ class KernelDm:
                 raise TimeoutError(f"kernel dm-mpath did not fail path {path} of {name}")
             # blocks in the guest until the event number passes what we saw
             await self._run("wait", name, str(info.event_nr), timeout=left)
-
-
-def bio_based(line: str) -> str:
-    """A multipath table line with ``queue_mode bio`` added to its features.
-
-    vudm's multipath is bio-based, so its kernel counterpart is dm-mpath in bio mode
-    (the kernel's default, request-based, also refuses a table of two multipath targets
-    and multipath over dm devices). :func:`unbio` takes the words back out of the
-    table the kernel prints, so both sides show the scenario's own table."""
-    words = line.split()
-    if len(words) < 4 or words[2] != "multipath" or not words[3].isdigit():
-        return line
-    count = int(words[3])
-    features = words[4:4 + count]
-    if "queue_mode" in features:
-        return line
-    return " ".join([*words[:3], str(count + 2), *features, "queue_mode", "bio",
-                     *words[4 + count:]])
-
-
-def unbio(line: str) -> str:
-    """What :func:`bio_based` added, out of a table line the kernel printed (bio mode
-    also prints ``retain_attached_hw_handler``)."""
-    words = line.split()
-    if len(words) < 4 or words[2] != "multipath" or not words[3].isdigit():
-        return line
-    count = int(words[3])
-    features = words[4:4 + count]
-    if features[-3:] != ["retain_attached_hw_handler", "queue_mode", "bio"]:
-        return line
-    kept = features[:-3]
-    return " ".join([*words[:3], str(len(kept)), *kept, *words[4 + count:]])
 
 
 def _swap_words(text: str, mapping: dict[str, str]) -> str:

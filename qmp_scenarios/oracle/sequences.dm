@@ -165,6 +165,8 @@ create m9 --table "0 8192 multipath 0 0 0 0"
 table m9
 status m9
 remove m9
+create m10 --table "0 4096 multipath 0 0 1 1 round-robin 0 1 1 $D0 1\n4096 4096 multipath 0 0 1 1 round-robin 0 1 1 $D1 1"
+table m10
 
 == multipath-selectors
 create rr --table "0 8192 multipath 0 0 1 1 round-robin 0 2 1 $D0 1000 $D1 7"

@@ -3,7 +3,7 @@ numbers and back (whole words only), and a path's A/F read from a status line.""
 
 from __future__ import annotations
 
-from qmp_scenarios.dm_backends import _path_state, _swap_words, bio_based, unbio
+from qmp_scenarios.dm_backends import _path_state, _swap_words
 
 
 def test_path_names_become_device_numbers_and_back() -> None:
@@ -22,14 +22,3 @@ def test_path_state_reads_the_word_after_the_path() -> None:
     assert _path_state(status, "252:32") == "A"
     assert _path_state(status, "252:48") is None
 
-
-def test_multipath_goes_bio_based_in_the_kernel_and_back() -> None:
-    line = "0 8 multipath 1 queue_if_no_path 0 1 1 round-robin 0 1 1 p0 1"
-    kernel = bio_based(line)
-    assert kernel == ("0 8 multipath 3 queue_if_no_path queue_mode bio 0 1 1 "
-                      "round-robin 0 1 1 p0 1")
-    printed = ("0 8 multipath 4 queue_if_no_path retain_attached_hw_handler queue_mode bio"
-               " 0 1 1 round-robin 0 1 1 p0 1")
-    assert unbio(printed) == line
-    assert bio_based("0 8 linear p0 0") == "0 8 linear p0 0"
-    assert unbio("0 8 multipath 0 0 0 0") == "0 8 multipath 0 0 0 0"
