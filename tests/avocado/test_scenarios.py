@@ -3,6 +3,7 @@
 Avocado finds tests by reading this file, so each scenario has its own method (a pytest
 test checks that none is missing). The base class, vudm_testing's VudmTest, saves each
 result's JSON and timeline PNG in the test's outputdir and fails with the verdict.
+Methods tagged ``ci`` are the subset `make test` runs (`make avocado` runs them all).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ class Scenarios(VudmTest):
         self._run("daemon-kill-loop")
 
     def test_daemon_kill_parked(self) -> None:
+        """:avocado: tags=ci"""
         self._run("daemon-kill-parked")
 
     def test_daemon_kill_stateless_eio(self) -> None:
+        """:avocado: tags=ci"""
         self._run("daemon-kill-stateless-eio")
 
     def test_delay_suspend(self) -> None:
@@ -36,6 +39,7 @@ class Scenarios(VudmTest):
         self._run("delay-suspend-error-eio")
 
     def test_demo(self) -> None:
+        """:avocado: tags=ci"""
         self._run("demo")
 
     def test_dust_bad_blocks(self) -> None:
@@ -108,9 +112,11 @@ class Scenarios(VudmTest):
         self._run("path-partition")
 
     def test_path_partition_no_queue_eio(self) -> None:
+        """:avocado: tags=ci"""
         self._run("path-partition-no-queue-eio")
 
     def test_resize(self) -> None:
+        """:avocado: tags=ci"""
         self._run("resize")
 
     def test_resize_error_eio(self) -> None:
@@ -144,6 +150,7 @@ class Scenarios(VudmTest):
         self._run("seed001-noflush-load-fresh-path")
 
     def test_seed001_noflush_load_spanning(self) -> None:
+        """:avocado: tags=ci"""
         self._run("seed001-noflush-load-spanning")
 
     def test_seed001_noflush_suspend_timeout(self) -> None:
@@ -159,6 +166,7 @@ class Scenarios(VudmTest):
         self._run("seed003-split-flush-suspend-eio")
 
     def test_seed003_split_requeue_noflush_load(self) -> None:
+        """:avocado: tags=ci"""
         self._run("seed003-split-requeue-noflush-load")
 
     def test_seed004_striped_flush_fanout(self) -> None:
