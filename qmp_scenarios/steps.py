@@ -153,7 +153,10 @@ async def collect_guest_errors(rig: Rig) -> list[str]:
         errors = await guest.kernel_io_errors()
         paths = rig.dm.path_disks()
         if paths:
-            on_path = re.compile(r"\b(?:" + "|".join(map(re.escape, paths)) + r")\b")
+            # ... and the rate limiter's notes ("blk_print_req_error: N callbacks
+            # suppressed"), which name no device: the paths' errors are what it limits
+            on_path = re.compile(r"\b(?:" + "|".join(map(re.escape, paths)) +
+                                 r")\b|callbacks suppressed")
             st.detail = f"{sum(1 for e in errors if on_path.search(e))} path lines left out, "
             errors = [e for e in errors if not on_path.search(e)]
         rig.result.guest.io_errors = errors

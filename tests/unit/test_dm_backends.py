@@ -22,3 +22,11 @@ def test_path_state_reads_the_word_after_the_path() -> None:
     assert _path_state(status, "252:32") == "A"
     assert _path_state(status, "252:48") is None
 
+
+
+def test_scenario_diff_compares_group_states_as_a_or_e_versus_d() -> None:
+    from qmp_scenarios.oracle.scenario_diff import group_states
+    line = "0 8 multipath 2 1 0 0 2 2 D 0 2 0 a A 0 b F 1 E 0 1 2 c A 0 0 20"
+    assert group_states(line) == ("0 8 multipath 2 1 0 0 2 2 D 0 2 0 a A 0 b F 1 "
+                                  "A|E 0 1 2 c A 0 0 20")
+    assert group_states("0 8 linear p0 0") == "0 8 linear p0 0"
