@@ -24,7 +24,7 @@ from qemu.qmp import ExecuteError, QMPClient
 
 from backend.errors import GuestError
 
-from .agent import LINE_LIMIT, AgentClient, AgentJob, AgentResult
+from .agent import LINE_LIMIT, AgentClient, AgentJob, AgentResult, DiskEvent
 from .console import diagnostics
 from .disk_names import LIST_DISKS, disk_name, find_disk_in_listing
 from .image import GuestImage, find_image
@@ -229,10 +229,7 @@ class Guest:
             raise GuestError(f"disk {disk_id!r} is already plugged")
         if len(str(socket_path)) > UNIX_PATH_MAX:
             raise GuestError(f"socket path longer than {UNIX_PATH_MAX} bytes: {socket_path}")
-        used = {slot for slot, _, _ in self._disks.values()}
-        slot = next((s for s in range(self.hotplug_slots) if s not in used), None)
-        if slot is None:
-            raise GuestError(f"all {self.hotplug_slots} hotplug slots are in use")
+        slot = self._free_slot()
         disk = VhostUserDisk(disk_id, Path(socket_path), num_queues, reconnect)
         socket_opts: dict[str, object] = {
             "addr": {"type": "unix", "data": {"path": str(disk.socket_path)}},
@@ -255,24 +252,36 @@ class Guest:
                     await self._qmp_execute("chardev-remove", {"id": disk.chardev_id}, deadline)
                 raise
             self._disks[disk_id] = (slot, disk, None)
-            address = root_port_pci_address(slot)
-            try:
-                async with asyncio.timeout(self._remaining(deadline)):
-                    while True:
-                        event = await events.get()
-                        if event.action == "add" and f"/{address}/" in event.sysfs_path:
-                            break
-            except TimeoutError:
-                raise GuestError(
-                    f"guest did not show disk {disk_id} (slot {address}) within {timeout:.0f} s"
-                    f"{self._diagnostics()}"
-                ) from None
-        dev = f"/dev/{event.disk}"
+            dev = await self._disk_appears(events, disk_id, slot, deadline, timeout)
         self._disks[disk_id] = (slot, disk, dev)
         log.info("guest %s: disk %s is %s", self.workdir, disk_id, dev)
         if serial is not None:
             await self._check_serial(dev, serial, deadline)
         return dev
+
+    def _free_slot(self) -> int:
+        """The first hotplug root port no plugged disk holds."""
+        used = {slot for slot, _, _ in self._disks.values()}
+        slot = next((s for s in range(self.hotplug_slots) if s not in used), None)
+        if slot is None:
+            raise GuestError(f"all {self.hotplug_slots} hotplug slots are in use")
+        return slot
+
+    async def _disk_appears(self, events: asyncio.Queue[DiskEvent], disk_id: str, slot: int,
+                            deadline: float, timeout: float) -> str:
+        """Wait for the guest's own "add" event of the disk in hotplug ``slot``; its /dev path."""
+        address = root_port_pci_address(slot)
+        try:
+            async with asyncio.timeout(self._remaining(deadline)):
+                while True:
+                    event = await events.get()
+                    if event.action == "add" and f"/{address}/" in event.sysfs_path:
+                        return f"/dev/{event.disk}"
+        except TimeoutError:
+            raise GuestError(
+                f"guest did not show disk {disk_id} (slot {address}) within {timeout:.0f} s"
+                f"{self._diagnostics()}"
+            ) from None
 
     async def hotplug_virtio_blk(
         self, disk_id: str, blockdev: dict[str, object], timeout: float = 60.0
@@ -286,10 +295,7 @@ class Guest:
         """
         if disk_id in self._disks:
             raise GuestError(f"disk {disk_id!r} is already plugged")
-        used = {slot for slot, _, _ in self._disks.values()}
-        slot = next((s for s in range(self.hotplug_slots) if s not in used), None)
-        if slot is None:
-            raise GuestError(f"all {self.hotplug_slots} hotplug slots are in use")
+        slot = self._free_slot()
         node = f"blk-{disk_id}"
         deadline = time.monotonic() + timeout
         agent = self._running_agent()
@@ -304,19 +310,7 @@ class Guest:
                     await self._qmp_execute("blockdev-del", {"node-name": node}, deadline)
                 raise
             self._disks[disk_id] = (slot, BlockNodeDisk(disk_id, node), None)
-            address = root_port_pci_address(slot)
-            try:
-                async with asyncio.timeout(self._remaining(deadline)):
-                    while True:
-                        event = await events.get()
-                        if event.action == "add" and f"/{address}/" in event.sysfs_path:
-                            break
-            except TimeoutError:
-                raise GuestError(
-                    f"guest did not show disk {disk_id} (slot {address}) within {timeout:.0f} s"
-                    f"{self._diagnostics()}"
-                ) from None
-        dev = f"/dev/{event.disk}"
+            dev = await self._disk_appears(events, disk_id, slot, deadline, timeout)
         self._disks[disk_id] = (slot, BlockNodeDisk(disk_id, node), dev)
         log.info("guest %s: disk %s (%s) is %s", self.workdir, disk_id, blockdev.get("driver"),
                  dev)
