@@ -43,6 +43,10 @@ class FioEvidence:
 class GuestEvidence:
     io_errors: list[str] = field(default_factory=list)
     fio: FioEvidence | None = None
+    path_error_lines: int = 0
+    """Kernel oracle only: the path disks' error lines, left out of ``io_errors``. They
+    share the block layer's printk rate limit (a burst of 10 per 5 s) with the mapped
+    device's own lines, so when they are there the device's may have been suppressed."""
 
 
 @dataclass

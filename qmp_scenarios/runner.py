@@ -62,6 +62,11 @@ def judge(result: ScenarioResult) -> None:
             f"{fio.verify if fio else 'no fio result'}, "
             f"{len(result.guest.io_errors)} kernel I/O error lines")
     else:
+        # On the kernel oracle the paths are guest disks whose error lines share the
+        # block layer's printk rate limit with the mapped device's (seen: 10 path lines,
+        # then none of dm-0's): with path lines in the log, fio's EIO has to suffice.
+        if result.oracle == "kernel" and result.guest.path_error_lines:
+            kernel_error = kernel_error or fio_error
         result.passed = fio_error and kernel_error
         result.verdict = ("guest saw EIO, as it must (fio and kernel log)" if result.passed
                           else f"expected EIO, guest saw: fio error {fio_error}, "

@@ -157,7 +157,9 @@ async def collect_guest_errors(rig: Rig) -> list[str]:
             # suppressed"), which name no device: the paths' errors are what it limits
             on_path = re.compile(r"\b(?:" + "|".join(map(re.escape, paths)) +
                                  r")\b|callbacks suppressed")
-            st.detail = f"{sum(1 for e in errors if on_path.search(e))} path lines left out, "
+            left_out = sum(1 for e in errors if on_path.search(e))
+            rig.result.guest.path_error_lines = left_out
+            st.detail = f"{left_out} path lines left out, "
             errors = [e for e in errors if not on_path.search(e)]
         rig.result.guest.io_errors = errors
         st.detail += f"{len(errors)} lines"

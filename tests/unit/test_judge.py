@@ -38,3 +38,17 @@ LOST = FioEvidence(exit_code=1, errors=1, verify="failed")
 def test_expectations(expect: str, fio: FioEvidence | None, io_errors: list[str],
                       passed: bool) -> None:
     assert verdict(expect, fio, io_errors) is passed
+
+
+@pytest.mark.parametrize(("oracle", "path_lines", "passed"), [
+    ("kernel", 10, True),   # path lines may have used up the rate limit: fio's EIO suffices
+    ("kernel", 0, False),   # nothing rate-limited it: the device's own line must be there
+    ("vudm", 10, False),    # vudm's path errors never reach the guest's log
+])
+def test_kernel_oracle_eio_when_the_paths_used_up_the_rate_limit(
+        oracle: str, path_lines: int, passed: bool) -> None:
+    result = ScenarioResult(scenario="x", expect="eio", oracle=oracle)
+    result.guest.fio = EIO
+    result.guest.path_error_lines = path_lines
+    judge(result)
+    assert result.passed is passed
