@@ -80,8 +80,9 @@ class Completions:
                 self._changed.set()
                 end(status)
 
-            bio.end = ended
-            submit(bio)
+            # a bio of its own: vhost/'s requests end through a method, not a settable slot
+            submit(Bio(bio.op, bio.sector, bio.nr_sectors, bio.iovecs, ended,
+                       preflush=bio.preflush, fua=bio.fua))
 
         setattr(md, "submit_bio", submit_bio)  # noqa: B010 - the export looks it up per call
 
