@@ -44,11 +44,14 @@ class _Placed:
 
 def draw_timeline(result: ScenarioResult, path: Path) -> None:
     """Write the PNG (see the module docstring)."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
-    fig = build_figure(result)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    # Labels are the steps' own text (shell commands with "$(...)"), never TeX.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        fig = build_figure(result)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
     plt.close(fig)
 
 

@@ -84,3 +84,13 @@ def test_the_legend_carries_counters_and_the_evidence_verdict() -> None:
 def test_draws_a_png(tmp_path: Path) -> None:
     draw_timeline(crowded_result(), tmp_path / "t.png")
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_step_that_quotes_a_shell_command_still_draws(tmp_path: Path) -> None:
+    """Step text is drawn as it is: "$(...)" in a failed guest command is not TeX (it
+    once made the PNG, and with it the scenario's report, fail with a ParseException)."""
+    result = ScenarioResult(scenario="x", expect="no-eio")
+    result.steps = [StepRecord("wait until $(awk '{print $7}' /sys/block/vda/stat) is 8",
+                               0.0, 1.0, False, "GuestError: while [ $(awk '{print $7}') ]")]
+    draw_timeline(result, tmp_path / "t.png")
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
