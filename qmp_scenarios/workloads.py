@@ -9,7 +9,7 @@ IOPS_LOG = "/tmp/vudm-io"
 """fio writes ``<prefix>_iops.log`` (per_job_logs=0): one line per interval."""
 
 
-def verify_writes(disk: str, *, size: str = "32M", rate_iops: int = 1000,
+def verify_writes(disk: str, *, size: str = "32M", rate_iops: int | None = 1000,
                   iodepth: int = 8, bs: str = "4k", name: str = "verify",
                   fsync_every: int = 0, backlog: int | None = 128,
                   offset: str | None = None) -> FioJob:
@@ -21,14 +21,18 @@ def verify_writes(disk: str, *, size: str = "32M", rate_iops: int = 1000,
     ``fsync_every`` N > 0 sends a flush (fsync of the device) after every N writes.
     ``backlog=None`` verifies only at the end: until then every request is a write.
     ``offset``: where the written region starts (default: the device's start).
+    ``rate_iops=None``: as fast as fio can. A rate-limited fio waits for every I/O in
+    flight before it sleeps (io_u_quiesce), so one held write stops all the others.
     """
     flush: tuple[tuple[str, str], ...] = (("fsync", str(fsync_every)),) if fsync_every else ()
+    if rate_iops is not None:
+        flush += (("rate_iops", str(rate_iops)),)
     if offset is not None:
         flush += (("offset", offset),)
     return FioJob(
         filename=disk, rw="randwrite", bs=bs, iodepth=iodepth, size=size, verify=True,
         verify_backlog=backlog, name=name,
-        extra=(("rate_iops", str(rate_iops)), ("write_iops_log", IOPS_LOG),
+        extra=(("write_iops_log", IOPS_LOG),
                ("log_avg_msec", "500"), ("per_job_logs", "0"), *flush),
     )
 
@@ -67,6 +71,13 @@ def wait_for_sectors_written_command(disk: str, sectors: int) -> str:
     name = disk.rsplit("/", 1)[-1]
     return (f"while [ $(awk '{{print $7}}' /sys/block/{name}/stat) -lt {sectors} ]; "
             f"do sleep 0.02; done")
+
+
+def nomerges_command(disk: str) -> str:
+    """A guest command that turns off request merging on ``disk`` (nomerges=2), so each
+    write fio issues reaches the device as one request of its own."""
+    name = disk.rsplit("/", 1)[-1]
+    return f"echo 2 > /sys/block/{name}/queue/nomerges"
 
 
 def wait_inflight_command(disk: str, at_least: int = 1) -> str:

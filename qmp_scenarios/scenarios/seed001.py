@@ -24,6 +24,7 @@ from ..steps import (
     wait_io,
 )
 from ..workloads import (
+    nomerges_command,
     verify_writes,
     wait_for_sectors_written_command,
     wait_inflight_command,
@@ -97,8 +98,12 @@ async def _split_write_held(rig: Rig) -> tuple[SpanningDisk, FioHandle]:
     every other write, so the held piece is certainly there."""
     span = await spanning_mpath_disk(rig)
     await _kill_all(rig, ["a0", "a1"])
+    # No merging: a neighbour merged into the straddling write would wait with its held
+    # piece, and the count of completed sectors below would never be reached.
+    await guest_shell(rig, "no request merging on the spanning disk",
+                      nomerges_command(span.disk))
     io = await start_io(rig, verify_writes(span.disk, size=span.region_size,
-                                           offset=span.region_offset, rate_iops=300,
+                                           offset=span.region_offset, rate_iops=None,
                                            bs="64k"))
     others = (SPAN_BLOCKS - 1) * 128
     await guest_shell(rig, f"wait until the {SPAN_BLOCKS - 1} unsplit writes completed",
