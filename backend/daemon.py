@@ -29,6 +29,7 @@ from .devices import schemes
 from .devices.nbd import open_nbd_offline
 from .devices.uri import open_uri, scheme_of
 from .dm import MappedBlockDevice, MappedDevice, Table, parse_table
+from .dm.events import TableEvent, TableEventKind
 from .dm.mapped_device import DeviceState
 from .dm.target import StatusType
 from .errors import DeviceError, StateError
@@ -46,11 +47,9 @@ READ_AHEAD = 256
 
 INLINE_SCHEMES = ("file", "null", "mem", "nbd", "nbd+unix")
 _INLINE_RE = re.compile("^(" + "|".join(map(re.escape, INLINE_SCHEMES)) + r"):\S+$")
-_PATH_EVENT_RE = re.compile(
-    r"^(?:path[ _](?P<a>failed|reinstated)|(?P<b>fail|reinstate)_path)\W+(?P<dev>\S+)",
-    re.IGNORECASE)
-"""Table-event reasons that are path events: ``path failed: DEV``, ``PATH_REINSTATED DEV``,
-``fail_path DEV``... (the multipath target's reason names the path)."""
+PATH_EVENTS = {TableEventKind.PATH_FAILED: "PATH_FAILED",
+               TableEventKind.PATH_REINSTATED: "PATH_REINSTATED"}
+"""Table events that are also announced on their own, as ``{name, dev}``."""
 
 
 class EventBus:
@@ -544,13 +543,12 @@ class Daemon:
             read_only=False, read_ahead=READ_AHEAD, major=DM_MAJOR, minor=entry.minor,
             targets=info.target_count, size_sectors=info.size_sectors, stats=md.stats())
 
-    def _on_table_event(self, name: str, event_nr: int, reason: str) -> None:
-        self.events.emit("DM_EVENT", {"name": name, "event-nr": event_nr, "reason": reason})
-        m = _PATH_EVENT_RE.match(reason)
-        if m:
-            failed = (m.group("a") or m.group("b")).lower().startswith("fail")
-            kind = "PATH_FAILED" if failed else "PATH_REINSTATED"
-            self.events.emit(kind, {"name": name, "dev": m.group("dev")})
+    def _on_table_event(self, name: str, event_nr: int, event: TableEvent) -> None:
+        self.events.emit("DM_EVENT", {"name": name, "event-nr": event_nr,
+                                      "reason": event.reason})
+        path_event = PATH_EVENTS.get(event.kind)
+        if path_event is not None:
+            self.events.emit(path_event, {"name": name, "dev": event.dev})
 
     # -- exports ---------------------------------------------------------------------
 

@@ -78,7 +78,7 @@ class VudmServer:
         self.persister = (Persister(self.daemon, self.journal)
                           if self.journal is not None else None)
         # Path events reach QMP through the multipath target's table events (the daemon
-        # maps their reasons), so the checker itself emits nothing: one source, no dups.
+        # maps their kinds), so the checker itself emits nothing: one source, no dups.
         self.checker = (PathChecker(lambda: [e.md for e in self.daemon.mapped.values()],
                                     interval=checker_interval)
                         if checker_interval > 0 else None)

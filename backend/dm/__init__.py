@@ -16,6 +16,7 @@ Target authors subclass :class:`Target` and decorate it with ``@register("name")
 
 from backend.dm.args import ArgReader, parse_uint
 from backend.dm.clone import Clone
+from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.mapped_device import DeviceInfo, DeviceState, MappedDevice
 from backend.dm.registry import DuplicateTargetError, lookup, register, registered
 from backend.dm.stacking import MappedBlockDevice
@@ -46,6 +47,8 @@ __all__ = [
     "MessageError",
     "StatusType",
     "Table",
+    "TableEvent",
+    "TableEventKind",
     "Target",
     "TargetContext",
     "lookup",

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from backend.blockio import Bio, Status
-from backend.dm.events import EventCounter, EventListener
+from backend.dm.events import EventCounter, EventListener, TableEvent
 from backend.dm.iopath import IoPath
 from backend.dm.stacking import MappedBlockDevice
 from backend.dm.table import Table
@@ -87,8 +87,8 @@ class MappedDevice:
 
     # --- what targets see (TableOwner) -----------------------------------------------
 
-    def raise_table_event(self, reason: str) -> None:
-        self._events.raise_event(reason)
+    def raise_table_event(self, event: TableEvent) -> None:
+        self._events.raise_event(event)
 
     def noflush_suspending(self) -> bool:
         return self._io.noflush

@@ -17,6 +17,7 @@ from typing import Protocol
 from backend.blockio import BlockDevice
 from backend.dm import registry
 from backend.dm.args import parse_uint
+from backend.dm.events import TableEvent
 from backend.dm.target import DeviceResolver, StatusType, Target
 from backend.errors import StateError, TableError
 from backend.limits import MAX_U63, LimitError, check_ascii, check_words
@@ -30,7 +31,7 @@ class TableOwner(Protocol):
     @property
     def name(self) -> str: ...
 
-    def raise_table_event(self, reason: str) -> None: ...
+    def raise_table_event(self, event: TableEvent) -> None: ...
 
     def noflush_suspending(self) -> bool: ...
 
@@ -47,11 +48,11 @@ class TableContext:
     def device_name(self) -> str:
         return self.owner.name if self.owner is not None else "(unbound)"
 
-    def table_event(self, reason: str) -> None:
+    def table_event(self, event: TableEvent) -> None:
         if self.owner is None:
-            log.info("table event on an unbound table dropped: %s", reason)
+            log.info("table event on an unbound table dropped: %s", event.reason)
             return
-        self.owner.raise_table_event(reason)
+        self.owner.raise_table_event(event)
 
     def noflush_suspending(self) -> bool:
         return self.owner is not None and self.owner.noflush_suspending()

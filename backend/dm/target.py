@@ -30,6 +30,7 @@ from typing import ClassVar, Protocol
 
 from backend.blockio import SECTOR_SHIFT, BlockDevice, Status
 from backend.dm.clone import Clone
+from backend.dm.events import TableEvent
 from backend.errors import DeviceError, TableError, VudmError
 
 DeviceResolver = Callable[[str], BlockDevice]
@@ -95,8 +96,8 @@ class TargetContext(Protocol):
     @property
     def device_name(self) -> str: ...
 
-    def table_event(self, reason: str) -> None:
-        """dm_table_event: the device's event number rises and listeners are told."""
+    def table_event(self, event: TableEvent) -> None:
+        """dm_table_event: the device's event number rises and listeners get ``event``."""
         ...
 
     def noflush_suspending(self) -> bool:

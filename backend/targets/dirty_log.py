@@ -19,6 +19,7 @@ import struct
 from collections.abc import Callable
 
 from backend.blockio import SECTOR_SIZE, BlockDevice, Op, Status
+from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.target import StatusType
 from backend.errors import TableError
 
@@ -155,7 +156,7 @@ class DiskLog(CoreLog):
 
     def __init__(self, args: list[str], target_length: int,
                  get_device: Callable[[str], BlockDevice],
-                 on_fail: Callable[[str], None]) -> None:
+                 on_fail: Callable[[TableEvent], None]) -> None:
         if not 2 <= len(args) <= 3:
             raise TableError("wrong number of arguments to disk dirty region log")
         super().__init__(args[1:], target_length)
@@ -186,7 +187,7 @@ class DiskLog(CoreLog):
         """fail_log_device: one table event when the log device first fails."""
         if not self.failed:
             self.failed = True
-            self._on_fail(f"mirror log device {self.dev_name} failed ({what})")
+            self._on_fail(TableEvent(TableEventKind.LOG_FAILED, self.dev_name, what))
 
     async def _write(self) -> bool:
         header = struct.pack("<IIQ", MIRROR_MAGIC, MIRROR_DISK_VERSION, self.region_count)
@@ -252,7 +253,7 @@ class DiskLog(CoreLog):
 
 def create_dirty_log(log_type: str, args: list[str], target_length: int,
                      get_device: Callable[[str], BlockDevice],
-                     on_fail: Callable[[str], None]) -> CoreLog:
+                     on_fail: Callable[[TableEvent], None]) -> CoreLog:
     """dm_dirty_log_create: a log of ``log_type``; TableError saying what was wrong."""
     try:
         if log_type == "core":

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from backend.blockio import Op, Status
 from backend.dm.clone import Clone
+from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.registry import register
 from backend.dm.target import EndIo, EndIoResult, MapResult, StatusType, Target
 from backend.errors import TableError
@@ -178,11 +179,12 @@ class MirrorTarget(Target):
                     self.default = valid[0]
                 else:
                     self.log.warning("All sides of mirror have failed.")
-        self.context.table_event(f"mirror leg {leg.name} failed ({kind.name.lower()} error)")
+        self.context.table_event(TableEvent(TableEventKind.LEG_FAILED, leg.name,
+                                            kind.name.lower()))
 
-    def _log_device_failed(self, reason: str) -> None:
-        self.log.info("%s: %s", self.context.device_name, reason)
-        self.context.table_event(reason)
+    def _log_device_failed(self, event: TableEvent) -> None:
+        self.log.info("%s: %s", self.context.device_name, event.reason)
+        self.context.table_event(event)
 
     @staticmethod
     def _remap(clone: Clone, leg: Leg) -> None:
@@ -293,7 +295,7 @@ class MirrorTarget(Target):
         if not self.in_sync and self.dirty_log.sync_count == self.nr_regions:
             self.in_sync = True
             self.log.info("%s: mirror in sync", self.context.device_name)
-            self.context.table_event("mirror in sync")
+            self.context.table_event(TableEvent(TableEventKind.IN_SYNC))
 
     def _recover(self, region: Region) -> None:
         """recover: copy the region from the default leg to all the others."""

@@ -30,6 +30,7 @@ from collections import deque
 from backend.blockio import Status
 from backend.dm.args import ArgReader
 from backend.dm.clone import Clone
+from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.registry import register
 from backend.dm.target import EndIo, EndIoResult, MapResult, MessageError, StatusType, Target
 from backend.errors import TableError
@@ -251,13 +252,14 @@ class MultipathTarget(Target):
     def _fail_path(self, path: Path) -> None:
         if self.groups.fail(path):
             self.log.warning("%s: failing path %s", self.context.device_name, path.name)
-            self.context.table_event(f"path failed: {path.name} ({self.valid_paths} valid)")
+            self.context.table_event(TableEvent(TableEventKind.PATH_FAILED, path.name,
+                                                valid_paths=self.valid_paths))
 
     def _reinstate_path(self, path: Path) -> None:
         if self.groups.reinstate(path):
             self.log.warning("%s: reinstating path %s", self.context.device_name, path.name)
-            self.context.table_event(f"path reinstated: {path.name} "
-                                     f"({self.valid_paths} valid)")
+            self.context.table_event(TableEvent(TableEventKind.PATH_REINSTATED, path.name,
+                                                valid_paths=self.valid_paths))
             self._kick()
 
     @property
@@ -321,7 +323,8 @@ class MultipathTarget(Target):
                 self.groups.switch(group)
             else:
                 self.groups.bypass(group, verb == "disable_group")
-            self.context.table_event(f"priority group {group.number}: {verb}")
+            self.context.table_event(TableEvent(TableEventKind.GROUP_CHANGED, detail=verb,
+                                                group=group.number))
             return ""
         raise MessageError(f"multipath: unrecognised message {argv[0]!r}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from backend.blockio import BlockDevice, Op, Status
 from backend.dm.args import ArgReader
 from backend.dm.clone import Clone
+from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.registry import register
 from backend.dm.target import EndIo, EndIoResult, MapResult, StatusType, Target
 from backend.errors import TableError
@@ -69,7 +70,8 @@ class StripedTarget(Target):
             if dev is clone.device:
                 self.errors[i] += 1
                 if self.errors[i] < ERROR_EVENT_THRESHOLD:
-                    self.context.table_event(f"striped: I/O error on stripe {i} ({self.names[i]})")
+                    self.context.table_event(TableEvent(TableEventKind.STRIPE_ERROR,
+                                                        self.names[i], stripe=i))
                 break
         return EndIo.DONE
 

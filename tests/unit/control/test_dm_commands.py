@@ -9,6 +9,7 @@ from typing import Any
 from qemu.qmp import QMPClient
 
 from backend.control.testing import error_of, in_process, run
+from backend.dm import TableEvent, TableEventKind
 
 MiB = 1 << 20
 
@@ -113,13 +114,13 @@ def test_table_events_and_wait(tmp_path: Path) -> None:
                     c.execute("dm-wait", {"name": "z", "event-nr": 0, "timeout": 10}))
                 # same client, while the wait is outstanding
                 assert (await one_dm(c, "z"))["event-nr"] == 0
-                md.raise_table_event("path failed: p1")
+                md.raise_table_event(TableEvent(TableEventKind.PATH_FAILED, "p1"))
                 assert await waiter == {"event-nr": 1}
                 ev = await next_event(events, "DM_EVENT")
                 assert ev["data"] == {"name": "z", "event-nr": 1, "reason": "path failed: p1"}
                 ev = await next_event(events, "PATH_FAILED")
                 assert ev["data"] == {"name": "z", "dev": "p1"}
-                md.raise_table_event("reinstate_path p1")
+                md.raise_table_event(TableEvent(TableEventKind.PATH_REINSTATED, "p1"))
                 ev = await next_event(events, "PATH_REINSTATED")
                 assert ev["data"] == {"name": "z", "dev": "p1"}
             assert await c.execute("dm-wait", {"name": "z", "event-nr": 0}) == {"event-nr": 2}

@@ -35,6 +35,7 @@ from backend.dm import (
     registered,
 )
 from backend.dm.args import ArgReader
+from backend.dm.events import TableEvent, TableEventKind
 from backend.errors import DeviceError, StateError
 
 CALLS: list[str] = []
@@ -132,8 +133,8 @@ class HoldTarget(Target):
     def message(self, argv: list[str]) -> str:
         if argv[0] == "busy" and self.context.suspended():
             raise MessageError("suspended", Status.EBUSY)
-        if argv[0] == "event":
-            self.context.table_event(" ".join(argv[1:]))
+        if argv[0] == "event":  # event KIND [DEV]: raise that table event
+            self.context.table_event(TableEvent(TableEventKind(argv[1]), *argv[2:3]))
             return "raised"
         return f"{self.begin}:{' '.join(argv)}"
 

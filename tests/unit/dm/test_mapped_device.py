@@ -7,7 +7,14 @@ import asyncio
 import pytest
 
 from backend.blockio import Op, Status
-from backend.dm import DeviceState, MappedDevice, MessageError, StatusType
+from backend.dm import (
+    DeviceState,
+    MappedDevice,
+    MessageError,
+    StatusType,
+    TableEvent,
+    TableEventKind,
+)
 from backend.errors import StateError, TableError
 
 from .support import CALLS, Devices, Requests, async_test, settle, table
@@ -102,14 +109,14 @@ async def test_info_reports_state_tables_open_count_and_events() -> None:
 @async_test
 async def test_event_nr_and_wait() -> None:
     md, _, _ = setup()
-    seen: list[tuple[str, int, str]] = []
+    seen: list[tuple[str, int, TableEvent]] = []
     md.add_event_listener(lambda *event: seen.append(event))
     waiter = asyncio.create_task(md.wait(0, timeout=5))
     await settle()
     assert not waiter.done()
-    assert md.message(5, ["event", "path", "failed"]) == "raised"
+    assert md.message(5, ["event", "path-failed", "p0"]) == "raised"
     assert await waiter == 1
-    assert seen == [("c", 1, "path failed")]
+    assert seen == [("c", 1, TableEvent(TableEventKind.PATH_FAILED, "p0"))]
     assert await md.wait(0) == 1  # already risen: returns at once
     with pytest.raises(TimeoutError):
         await md.wait(1, timeout=0.01)

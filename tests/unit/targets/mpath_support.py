@@ -16,7 +16,7 @@ from dm.support import HoldTarget, Requests, async_test, settle
 
 from backend.blockio import SECTOR_SHIFT, SECTOR_SIZE, BlockDevice, Completion, IoVec, Op, Status
 from backend.devices.mem import MemDevice
-from backend.dm import MappedDevice, parse_table
+from backend.dm import MappedDevice, TableEvent, parse_table
 from backend.errors import DeviceError
 from backend.targets.multipath import MultipathTarget
 
@@ -155,8 +155,8 @@ def events(md: MappedDevice) -> list[str]:
     """Start recording ``md``'s table event reasons; returns the (live) list."""
     seen: list[str] = []
 
-    def listener(_name: str, _nr: int, reason: str) -> None:
-        seen.append(reason)
+    def listener(_name: str, _nr: int, event: TableEvent) -> None:
+        seen.append(event.reason)
 
     md.add_event_listener(listener)
     return seen
