@@ -38,6 +38,9 @@ from .targets.multipath import MultipathTarget
 
 log = logging.getLogger(__name__)
 
+_PROBED = (DeviceState.ACTIVE, DeviceState.SUSPENDING)
+"""A suspend under way does not stop the checker (multipathd keeps checking too)."""
+
 Emit = Callable[[str, Mapping[str, object]], None]
 """The daemon's event hook: ``emit(event_name, data)``."""
 
@@ -109,7 +112,7 @@ class PathChecker:
         """Probe every path once and act on the verdicts; returns what changed."""
         self.rounds += 1
         work = [(md, t) for md in self._get_mapped_devices()
-                if md.state is DeviceState.ACTIVE and md.live_table is not None
+                if md.state in _PROBED and md.live_table is not None
                 for t in md.live_table.targets if isinstance(t, MultipathTarget)]
         devices = {id(p.device): p.device for _, t in work for p in t.paths}
         verdicts = dict(zip(devices, await asyncio.gather(
@@ -117,7 +120,7 @@ class PathChecker:
         actions: list[CheckAction] = []
         for md, target in work:
             table = md.live_table
-            if md.state is not DeviceState.ACTIVE or table is None \
+            if md.state not in _PROBED or table is None \
                     or target not in table.targets:
                 continue  # changed while probing: next round
             for path in target.paths:

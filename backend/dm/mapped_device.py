@@ -4,12 +4,21 @@ Control operations (``create``, ``load``, ``clear``, ``suspend``, ``resume``, ``
 ``remove``) raise typed errors (StateError, TableError, MessageError, TimeoutError from a
 suspend or wait timeout); the I/O side (``submit_bio``) never raises. State::
 
-    ACTIVE --suspend()--> [BLOCK_IO (+NOFLUSH_SUSPENDING), presuspend, drain, postsuspend]
-       ^                          |  interrupted / failed: undo, back to ACTIVE
-       |                          v
-       +------resume()------- SUSPENDED     (swaps in the inactive table, if loaded)
+    ACTIVE --suspend()--> SUSPENDING [BLOCK_IO (+NOFLUSH_SUSPENDING), presuspend, drain,
+       ^                      |       postsuspend]
+       |                      |  interrupted / failed: undo, back to ACTIVE
+       |                      v
+       +----resume()----- SUSPENDED     (swaps in the inactive table, if loaded)
 
-    any --remove()--> REMOVED
+    ACTIVE, SUSPENDED --remove()--> REMOVED
+
+This device is the only authority on its state: every control method is guarded by
+:func:`require`, and the daemon asks, it never decides. There is no queue of waiting
+operations: one event loop runs everything, and a transition sets its state (SUSPENDING)
+in the same step as the guard's check, so a second suspend, a resume or a remove that
+arrives while a suspend is under way is refused at once (StateError naming SUSPENDING),
+not queued behind a suspend that may be waiting on stuck I/O. ``load`` and ``clear`` are
+allowed while suspending, as in the kernel (they only touch the inactive slot).
 
 The semantics are Linux dm's; the seed a line implements is named where it matters.
 """
@@ -18,9 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from backend.blockio import Bio, Status
 from backend.dm.events import EventCounter, EventListener, TableEvent
@@ -35,13 +47,60 @@ log = logging.getLogger(__name__)
 
 class DeviceState(enum.Enum):
     ACTIVE = "ACTIVE"
+    SUSPENDING = "SUSPENDING"
+    """A suspend (or the suspend a resume implies) is under way; dm still reports ACTIVE."""
     SUSPENDED = "SUSPENDED"
     REMOVED = "REMOVED"
 
 
+ACTIVE, SUSPENDING, SUSPENDED = DeviceState.ACTIVE, DeviceState.SUSPENDING, DeviceState.SUSPENDED
+PRESENT = (ACTIVE, SUSPENDING, SUSPENDED)
+"""Every state but REMOVED."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def require(*states: DeviceState) -> Callable[[_F], _F]:
+    """Decorator: a MappedDevice method runs only in one of ``states``, else StateError.
+
+    In the style of qemu.qmp's ``@require(Runstate...)``. For a coroutine method the check
+    runs when the coroutine starts, and nothing awaits between it and the method's first
+    statement: a method that changes the state (suspend sets SUSPENDING) does so in the
+    same step of the event loop as the check, so two callers can never both pass it.
+    """
+    required = ("a present device" if set(states) == set(PRESENT)
+                else " or ".join(state.value for state in states))
+
+    def decorator(func: _F) -> _F:
+        what = func.__name__
+
+        def check(md: MappedDevice) -> None:
+            if md._state not in states:
+                raise StateError(what, md._state.value, required)
+
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def guarded_coroutine(md: MappedDevice, *args: Any, **kwargs: Any) -> Any:
+                check(md)
+                return await func(md, *args, **kwargs)
+            return cast(_F, guarded_coroutine)
+
+        @functools.wraps(func)
+        def guarded(md: MappedDevice, *args: Any, **kwargs: Any) -> Any:
+            check(md)
+            return func(md, *args, **kwargs)
+        return cast(_F, guarded)
+
+    return decorator
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
-    """What ``dmsetup info`` shows, plus the core's queue depths."""
+    """What ``dmsetup info`` shows, plus the core's queue depths.
+
+    ``state`` is what dm reports: ACTIVE until a suspend has completed (the kernel sets
+    DMF_SUSPENDED at its end); ``suspending`` says one is under way.
+    """
 
     name: str
     uuid: str | None
@@ -70,9 +129,8 @@ class MappedDevice:
         # The per-request entry goes straight to the I/O path (no delegating frame).
         self.submit_bio: Callable[[Bio], None] = self._io.submit_bio
         self._events = EventCounter(name, self.log)
-        self._state = DeviceState.ACTIVE
+        self._state = ACTIVE
         self._inactive: Table | None = None
-        self._suspending = False
         self._open_count = 0
 
     # --- BioSink -------------------------------------------------------------------
@@ -94,7 +152,7 @@ class MappedDevice:
         return self._io.noflush
 
     def suspended(self) -> bool:
-        return self._state is DeviceState.SUSPENDED
+        return self._state is SUSPENDED
 
     # --- tables ----------------------------------------------------------------------
 
@@ -110,19 +168,19 @@ class MappedDevice:
     def inactive_table(self) -> Table | None:
         return self._inactive
 
+    @require(ACTIVE)
     def create(self, table: Table, *, suspended: bool = False) -> None:
         """Make ``table`` live on a device that has none (dmsetup create).
 
         With ``suspended`` the table waits in the inactive slot and the device is
         SUSPENDED until ``resume``. If a target refuses preresume the table is dropped.
         """
-        self._require_present("create")
         if self._io.table is not None or self._inactive is not None:
             raise StateError("create", "already has a table", "no table")
         self.load(table)
         if suspended:
             self._io.block_io = True
-            self._set_state(DeviceState.SUSPENDED)
+            self._set_state(SUSPENDED)
             return
         try:
             self._go_live()
@@ -130,9 +188,9 @@ class MappedDevice:
             self.clear()
             raise
 
+    @require(*PRESENT)
     def load(self, table: Table) -> None:
         """Put ``table`` (from parse_table) in the inactive slot, replacing any there."""
-        self._require_present("load")
         if table is self._io.table or table is self._inactive:
             raise StateError("load", "table already loaded here", "a new table")
         table.bind(self)
@@ -142,9 +200,9 @@ class MappedDevice:
         self.log.info("table loaded (inactive): %d targets, %d sectors",
                       len(table.targets), table.size_sectors)
 
+    @require(*PRESENT)
     def clear(self) -> None:
         """Drop the inactive table, if any."""
-        self._require_present("clear")
         if self._inactive is not None:
             self._inactive.destroy()
             self._inactive = None
@@ -152,23 +210,28 @@ class MappedDevice:
 
     # --- suspend / resume -------------------------------------------------------------
 
+    @require(ACTIVE)
     async def suspend(self, noflush: bool = False, timeout: float | None = None) -> None:
         """Suspend: block new I/O, presuspend targets, drain, postsuspend.
 
         Flush (default): targets fail I/O they would hold forever. ``noflush``: a REQUEUE
         is pushed back and reissued at resume (seed 001). If the suspend is cancelled,
         times out (TimeoutError) or a hook raises, it is undone and the device is ACTIVE
-        again: pushed-back I/O is reissued, targets get ``presuspend_undo``.
+        again: pushed-back I/O is reissued, targets get ``presuspend_undo``. Refused
+        unless ACTIVE: a second suspend while one is under way is told SUSPENDING.
         """
-        self._require_present("suspend")
-        if self._suspending:
-            raise StateError("suspend", "SUSPENDING", "ACTIVE")
-        if self._state is DeviceState.SUSPENDED:
-            raise StateError("suspend", "SUSPENDED", "ACTIVE")
+        await self._suspend(noflush, timeout)
+
+    async def _suspend(self, noflush: bool, timeout: float | None) -> None:
+        """ACTIVE -> SUSPENDING -> SUSPENDED (or back to ACTIVE if interrupted).
+
+        SUSPENDING is set before the first await: it is what refuses every other
+        transition until this one is over (the kernel's md->suspend_lock).
+        """
         kind = "noflush" if noflush else "flush"
         targets = list(self._io.table.targets) if self._io.table is not None else []
         presuspended: list[Target] = []
-        self._suspending = True
+        self._set_state(SUSPENDING)
         try:
             async with asyncio.timeout(timeout):
                 if noflush:
@@ -196,9 +259,7 @@ class MappedDevice:
         except BaseException as exc:
             self._abort_suspend(presuspended, exc)
             raise
-        finally:
-            self._suspending = False
-        self._set_state(DeviceState.SUSPENDED)
+        self._set_state(SUSPENDED)
 
     def _abort_suspend(self, presuspended: list[Target], exc: BaseException) -> None:
         """Interrupted or failed suspend: undo it; the device acts as if resumed."""
@@ -216,16 +277,15 @@ class MappedDevice:
                 target.presuspend_undo()
             except Exception:
                 self.log.exception("%r: presuspend_undo raised", target)
+        self._set_state(ACTIVE)
         # The aborted suspend acts as the resume: deferred I/O is reissued in order.
         self._io.kick()
 
+    @require(ACTIVE, SUSPENDED)
     async def resume(self) -> None:
         """Swap in the inactive table (if any), preresume/resume targets, reissue deferred
         I/O in order. A no-op on an ACTIVE device without an inactive table."""
-        self._require_present("resume")
-        if self._suspending:
-            raise StateError("resume", "SUSPENDING", "SUSPENDED")
-        if self._state is DeviceState.ACTIVE:
+        if self._state is ACTIVE:
             if self._inactive is None:
                 return
             if self._io.table is not None:
@@ -249,14 +309,14 @@ class MappedDevice:
         for target in targets:
             target.resume()
         self._io.block_io = False
-        self._set_state(DeviceState.ACTIVE)
+        self._set_state(ACTIVE)
         self._io.kick()
 
     # --- control -----------------------------------------------------------------------
 
+    @require(*PRESENT)
     def message(self, sector: int, argv: Sequence[str]) -> str:
         """Send ``argv`` to the live target covering ``sector``; returns its reply."""
-        self._require_present("message")
         table = self._io.table
         if table is None:
             raise MessageError("no live table")
@@ -278,8 +338,8 @@ class MappedDevice:
         return DeviceInfo(
             name=self.name,
             uuid=self.uuid,
-            state=self._state,
-            suspending=self._suspending,
+            state=ACTIVE if self._state is SUSPENDING else self._state,
+            suspending=self._state is SUSPENDING,
             block_io=self._io.block_io,
             noflush_suspending=self._io.noflush,
             live_table=table is not None,
@@ -310,9 +370,9 @@ class MappedDevice:
     def remove_event_listener(self, listener: EventListener) -> None:
         self._events.remove_listener(listener)
 
+    @require(*PRESENT)
     def open(self) -> None:
         """A user (an export, a stacked table) holds the device."""
-        self._require_present("open")
         self._open_count += 1
 
     def close(self) -> None:
@@ -322,12 +382,11 @@ class MappedDevice:
         """This device as a BlockDevice for another table (``dm:NAME``); opens it."""
         return MappedBlockDevice(self, read_only)
 
+    @require(ACTIVE, SUSPENDED)
     def remove(self, force: bool = False) -> None:
         """Destroy the tables; queued I/O fails with EIO. Refused while open or busy
-        unless ``force``."""
-        self._require_present("remove")
-        if self._suspending:
-            raise StateError("remove", "SUSPENDING", "ACTIVE or SUSPENDED")
+        unless ``force``, and while a suspend is under way even forced (it still holds
+        the targets: it is undone, or times out, first)."""
         if self._open_count and not force:
             raise StateError("remove", f"open (count {self._open_count})", "closed")
         if self._io.inflight and not force:
@@ -342,10 +401,6 @@ class MappedDevice:
         self._events.close()
 
     # --- helpers -----------------------------------------------------------------------
-
-    def _require_present(self, what: str) -> None:
-        if self._state is DeviceState.REMOVED:
-            raise StateError(what, "REMOVED", "a present device")
 
     def _set_state(self, state: DeviceState) -> None:
         if state is not self._state:

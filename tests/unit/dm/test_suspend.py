@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from backend.blockio import Op, Status
-from backend.dm import DeviceState, EndIo, MappedDevice, MapResult
+from backend.dm import DeviceState, EndIo, MappedDevice, MapResult, StatusType
 from backend.errors import DeviceError, StateError
 
 from .support import CALLS, Devices, HoldTarget, Requests, async_test, settle, table, targets
@@ -299,6 +300,95 @@ async def test_suspend_twice_is_state_error() -> None:
     await task
     with pytest.raises(StateError):
         await md.suspend()
+
+
+@async_test
+async def test_races_with_a_suspend_are_refused_at_once_naming_suspending() -> None:
+    """While a suspend waits for held I/O, the device itself refuses a second suspend, a
+    resume and a remove (even forced), without waiting; load and clear only touch the
+    inactive slot and are allowed (as in the kernel). The suspend then completes."""
+    md, devs, r, a, _ = setup()
+    a.hold = True
+    w = r.submit(md, "w", Op.WRITE, 1, 1, b"w")
+    task = asyncio.create_task(md.suspend())
+    await settle()
+    assert md.state is DeviceState.SUSPENDING
+    assert (md.info().state, md.info().suspending) == (DeviceState.ACTIVE, True)
+    refusals = []
+    for attempt in (md.suspend(), md.suspend(noflush=True), md.resume()):
+        with pytest.raises(StateError) as err:
+            await attempt
+        refusals.append((err.value.what, err.value.state, err.value.required))
+    with pytest.raises(StateError) as err:
+        md.remove(force=True)
+    refusals.append((err.value.what, err.value.state, err.value.required))
+    assert refusals == [("suspend", "SUSPENDING", "ACTIVE"),
+                        ("suspend", "SUSPENDING", "ACTIVE"),
+                        ("resume", "SUSPENDING", "ACTIVE or SUSPENDED"),
+                        ("remove", "SUSPENDING", "ACTIVE or SUSPENDED")]
+    md.load(table("0 200 linear a 0", devs))
+    md.clear()
+    md.load(table("0 200 linear a 0", devs))
+    assert not task.done() and not w.done
+    a.release()
+    await task
+    assert w.status is Status.OK
+    assert md.state is DeviceState.SUSPENDED
+    await md.resume()
+    assert md.status(StatusType.TABLE) == "0 200 linear a 0"
+    assert md.state is DeviceState.ACTIVE
+
+
+@async_test
+async def test_two_suspends_started_together_only_one_runs() -> None:
+    """Both coroutines are created before either runs: the guard runs when a coroutine
+    starts, in the same step as its SUSPENDING, so the second is refused."""
+    md, _, r, a, _ = setup()
+    a.hold = True
+    r.submit(md, "w", Op.WRITE, 1, 1, b"w")
+    first = asyncio.create_task(md.suspend())
+    second = asyncio.create_task(md.suspend(noflush=True))
+    await asyncio.wait([second])
+    err = second.exception()
+    assert isinstance(err, StateError) and (err.state, err.required) == (
+        "SUSPENDING", "ACTIVE")
+    a.release()
+    await first
+    assert md.state is DeviceState.SUSPENDED
+    assert CALLS == ["presuspend@0", "presuspend@100", "postsuspend@0", "postsuspend@100"]
+
+
+@async_test
+async def test_remove_after_an_interrupted_suspend_is_allowed() -> None:
+    """A timed-out suspend leaves the device ACTIVE: the state no longer refuses."""
+    md, _, r, a, _ = setup()
+    a.hold = True
+    w = r.submit(md, "w", Op.WRITE, 1, 1, b"w")
+    with pytest.raises(TimeoutError):
+        await md.suspend(timeout=0.01)
+    assert md.state is DeviceState.ACTIVE
+    md.remove(force=True)
+    assert md.state is DeviceState.REMOVED
+    a.release()
+    await settle()
+    assert w.done
+
+
+@async_test
+async def test_a_removed_device_refuses_every_control_operation() -> None:
+    md, devs, _, _, _ = setup()
+    md.remove()
+    calls: list[Callable[[], object]] = [
+        lambda: md.load(table(TWO, devs)), md.clear, md.open, md.remove,
+        lambda: md.message(0, ["x"]), lambda: md.create(table(TWO, devs))]
+    for call in calls:
+        with pytest.raises(StateError) as err:
+            call()
+        assert err.value.state == "REMOVED"
+    for coro in (md.suspend(), md.resume()):
+        with pytest.raises(StateError) as err:
+            await coro
+        assert err.value.state == "REMOVED"
 
 
 @async_test
