@@ -116,11 +116,11 @@ class TableUse:
 
 @dataclass
 class MappedEntry:
-    """A mapped device with its daemon-side facts (minor number, serialising lock)."""
+    """A mapped device with its daemon-side fact, the minor number. Its state, and which
+    operation may run when, is the device's own (MappedDevice)."""
 
     md: MappedDevice
     minor: int
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(frozen=True)
@@ -391,33 +391,27 @@ class Daemon:
     async def load_dm(self, name: str, table: str) -> None:
         """dmsetup load: ``table`` into the inactive slot (any previous one dropped)."""
         entry = self.mapped_entry(name)
-        async with entry.lock:
-            parsed = await self._parse(name, table)
-            try:
-                entry.md.load(parsed)
-            except BaseException:
-                self._discard_unloaded(parsed)
-                raise
-            self._release_unused_tables(name)
+        parsed = await self._parse(name, table)
+        try:
+            entry.md.load(parsed)
+        except BaseException:
+            self._discard_unloaded(parsed)
+            raise
+        self._release_unused_tables(name)
 
     async def clear_dm(self, name: str) -> None:
         entry = self.mapped_entry(name)
-        async with entry.lock:
-            entry.md.clear()
-            self._release_unused_tables(name)
+        entry.md.clear()
+        self._release_unused_tables(name)
 
     async def suspend_dm(self, name: str, *, noflush: bool = False,
                          timeout: float | None = None) -> None:
-        entry = self.mapped_entry(name)
-        md = entry.md
-        if md.state is DeviceState.SUSPENDED:
-            raise StateError("suspend", "SUSPENDED", "ACTIVE")
-        async with entry.lock:
-            try:
-                await md.suspend(noflush=noflush, timeout=timeout)
-            except TimeoutError:
-                raise DeviceError(f"suspend of {name!r} timed out after {timeout}s;"
-                                  " it was undone and the device is ACTIVE again") from None
+        md = self.mapped_entry(name).md
+        try:
+            await md.suspend(noflush=noflush, timeout=timeout)
+        except TimeoutError:
+            raise DeviceError(f"suspend of {name!r} timed out after {timeout}s;"
+                              " it was undone and the device is ACTIVE again") from None
         self.events.emit("DM_SUSPENDED", {"name": name, "noflush": noflush})
 
     async def resume_dm(self, name: str) -> None:
@@ -428,9 +422,8 @@ class Daemon:
         if md.state is DeviceState.ACTIVE and not (md.inactive_table is not None
                                                     and md.live_table is None):
             raise StateError("resume", md.state.value, DeviceState.SUSPENDED.value)
-        async with entry.lock:
-            await md.resume()
-            self._release_unused_tables(name)
+        await md.resume()
+        self._release_unused_tables(name)
         self.events.emit("DM_RESUMED", {"name": name})
         # a resume may bind a table of another size (dm's resize): the guests see it
         for export in self.exports.values():
@@ -463,17 +456,18 @@ class Daemon:
         if users:
             # Not even with force: the user would map a device that no longer exists.
             raise DeviceError(f"mapped device {name!r} is used by {', '.join(users)}")
+        # Ask the device first: a refusal (a suspend under way) must leave the exports.
+        self.mapped_entry(name).md.check_remove(force=force)
         for export_id in exported:
             await self.del_export(export_id, force=True)
         await self._destroy_dm(name, force=force)
 
     async def _destroy_dm(self, name: str, *, force: bool) -> None:
         entry = self.mapped_entry(name)
-        async with entry.lock:
-            entry.md.remove(force=force)
-            entry.md.remove_event_listener(self._on_table_event)
-            del self.mapped[name]
-            self._release_unused_tables(name)
+        entry.md.remove(force=force)
+        entry.md.remove_event_listener(self._on_table_event)
+        del self.mapped[name]
+        self._release_unused_tables(name)
         log.info("mapped device %s: removed", name)
 
     # -- references between mapped devices -----------------------------------------------

@@ -60,23 +60,24 @@ PRESENT = (ACTIVE, SUSPENDING, SUSPENDED)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def require(*states: DeviceState) -> Callable[[_F], _F]:
+def require(*states: DeviceState, what: str | None = None) -> Callable[[_F], _F]:
     """Decorator: a MappedDevice method runs only in one of ``states``, else StateError.
 
     In the style of qemu.qmp's ``@require(Runstate...)``. For a coroutine method the check
     runs when the coroutine starts, and nothing awaits between it and the method's first
     statement: a method that changes the state (suspend sets SUSPENDING) does so in the
     same step of the event loop as the check, so two callers can never both pass it.
+    ``what`` names the operation in the error (default: the method's name).
     """
     required = ("a present device" if set(states) == set(PRESENT)
                 else " or ".join(state.value for state in states))
 
     def decorator(func: _F) -> _F:
-        what = func.__name__
+        operation = what or func.__name__
 
         def check(md: MappedDevice) -> None:
             if md._state not in states:
-                raise StateError(what, md._state.value, required)
+                raise StateError(operation, md._state.value, required)
 
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
@@ -382,15 +383,24 @@ class MappedDevice:
         """This device as a BlockDevice for another table (``dm:NAME``); opens it."""
         return MappedBlockDevice(self, read_only)
 
+    @require(ACTIVE, SUSPENDED, what="remove")
+    def check_remove(self, force: bool = False) -> None:
+        """Raise what ``remove(force)`` would raise, and change nothing: for a caller that
+        must take other users (exports) off the device before removing it."""
+        self._check_remove(force)
+
+    def _check_remove(self, force: bool) -> None:
+        if self._open_count and not force:
+            raise StateError("remove", f"open (count {self._open_count})", "closed")
+        if self._io.inflight and not force:
+            raise StateError("remove", f"busy ({self._io.inflight} in flight)", "idle")
+
     @require(ACTIVE, SUSPENDED)
     def remove(self, force: bool = False) -> None:
         """Destroy the tables; queued I/O fails with EIO. Refused while open or busy
         unless ``force``, and while a suspend is under way even forced (it still holds
         the targets: it is undone, or times out, first)."""
-        if self._open_count and not force:
-            raise StateError("remove", f"open (count {self._open_count})", "closed")
-        if self._io.inflight and not force:
-            raise StateError("remove", f"busy ({self._io.inflight} in flight)", "idle")
+        self._check_remove(force)
         self._io.removed = True
         self._io.fail_queued(Status.EIO)
         for table in (self._io.table, self._inactive):
