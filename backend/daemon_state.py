@@ -53,7 +53,7 @@ async def restore(daemon: Daemon, state: dict[str, Any]) -> None:
     NBD devices whose server is down open disconnected (their size is recorded), so a
     multipath table over them loads and its paths fail at the first I/O or check.
     """
-    daemon.offline_sizes = {str(k): int(v) for k, v in state.get("sizes", {}).items()}
+    daemon.registry.offline_sizes = {str(k): int(v) for k, v in state.get("sizes", {}).items()}
     try:
         for dev in state.get("devices", []):
             await _step(f"device {dev['name']!r}", daemon.add_device(
@@ -65,7 +65,7 @@ async def restore(daemon: Daemon, state: dict[str, Any]) -> None:
                 e["id"], e["dm"], e["socket"], num_queues=int(e["num-queues"]),
                 writable=bool(e["writable"]), serial=str(e["serial"])))
     finally:
-        daemon.offline_sizes = {}
+        daemon.registry.offline_sizes = {}
     log.info("state restored: %d devices, %d mapped devices, %d exports",
              len(state.get("devices", [])), len(state.get("mapped", [])),
              len(state.get("exports", [])))

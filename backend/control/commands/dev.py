@@ -9,7 +9,8 @@ from ..validators import name
 from .registry import command
 
 if TYPE_CHECKING:
-    from ...daemon import Daemon, DeviceEntry
+    from ...daemon import Daemon
+    from ...device_registry import DeviceEntry
 
 STR, BOOL = JSONType.STR, JSONType.BOOL
 

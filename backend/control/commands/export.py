@@ -10,7 +10,8 @@ from ..validators import name, serial, socket_path
 from .registry import command
 
 if TYPE_CHECKING:
-    from ...daemon import Daemon, ExportEntry
+    from ...daemon import Daemon
+    from ...exports import ExportEntry
 
 STR, INT, BOOL = JSONType.STR, JSONType.INT, JSONType.BOOL
 
