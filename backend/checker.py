@@ -31,9 +31,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .blockio import SECTOR_SIZE, BlockDevice, Op, Status
-from .dm import MappedDevice, MessageError
+from .dm import MappedDevice
 from .dm.mapped_device import DeviceState
-from .errors import VudmError
+from .errors import MessageError, VudmError
 from .targets.multipath import MultipathTarget
 
 log = logging.getLogger(__name__)

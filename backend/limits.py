@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import VudmError
+from .errors import LimitError
 
 MAX_NAME = 128
 NAME_CHARS = "A-Za-z0-9_.:+-"
@@ -29,10 +29,6 @@ MAX_SECONDS = 10**9
 """Longest timeout a command takes (about 31 years: "forever" without overflowing)."""
 
 _ASCII_DIGITS = frozenset("0123456789")
-
-
-class LimitError(VudmError):
-    """An input is outside what vudm accepts; the message says what and why."""
 
 
 def show(value: object, limit: int = 40) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from backend.errors import GuestError
+from guests.errors import GuestError
 
 log = logging.getLogger(__name__)
 

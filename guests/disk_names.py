@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from backend.errors import GuestError
+from guests.errors import GuestError
 
 _DISK = re.compile(r"^(?:/dev/)?(vd[a-z]+)$")
 

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.errors import GuestError
+from guests.errors import GuestError
 
 from .image import REPO_ROOT, GuestImage, build_dir
 

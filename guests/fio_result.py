@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from backend.errors import GuestError
+from guests.errors import GuestError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.errors import GuestError
+from guests.errors import GuestError
 
 # console=ttyS0: the serial console is the log we keep. quiet keeps that console short
 # (serial output is slow under TCG), while dmesg still holds every level, so block-layer

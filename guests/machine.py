@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from qemu.qmp import ExecuteError, QMPClient
 
-from backend.errors import GuestError
+from guests.errors import GuestError
 
 from .agent import LINE_LIMIT, AgentClient, AgentJob, AgentResult, DiskEvent
 from .console import diagnostics

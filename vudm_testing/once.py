@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from backend.errors import GuestError
+from guests.errors import GuestError
 from guests.image import GuestImage
 
 

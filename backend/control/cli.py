@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ControlError
+from ..errors import ClientError, ControlError
 from . import dmsetup_format as fmt
 from .client import execute, qmp_session, socket_path
-from .errors import ClientError
 from .version import VERSION
 
 if TYPE_CHECKING:
@@ -305,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_serve(ns: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
+    from backend.errors import ConfigError
+
+    from .config import load_config
     from .logfmt import setup as setup_logging
     from .serve import serve
 
@@ -332,7 +333,8 @@ def _run_serve(ns: argparse.Namespace) -> int:
 def _qsd_mode(ns: argparse.Namespace) -> tuple[QsdSetup | None, Listeners, str | None]:
     """qemu-storage-daemon's --blockdev/--export, inherited fds and socket activation:
     (the QsdSetup or None, the Listeners, the QMP path to show)."""
-    from .config import ConfigError
+    from backend.errors import ConfigError
+
     from .listeners import adopt, systemd_fds
     from .qsd_args import QsdSetup, parse_blockdev, parse_export
     from .serve import Listeners

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ClientError
+from backend.errors import ClientError
 
 if TYPE_CHECKING:  # qemu.qmp is imported when used: ``vudm serve`` never needs it
     from qemu.qmp import QMPClient

@@ -30,7 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CommandError, ConfigError
+from backend.errors import CommandError, ConfigError
+
 from .qmp import Dispatcher
 
 __all__ = ["SECTIONS", "Config", "ConfigError", "apply_config", "load_config"]

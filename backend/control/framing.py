@@ -18,7 +18,7 @@ import json
 import math
 import re
 
-from .errors import ProtocolError
+from backend.errors import ProtocolError
 
 MAX_DEPTH = 64
 """Deepest nesting of a message (QMP messages are a few levels deep)."""

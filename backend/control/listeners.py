@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import MutableMapping
 
-from .errors import ConfigError
+from backend.errors import ConfigError
 
 SD_LISTEN_FDS_START = 3
 

@@ -16,10 +16,9 @@ from typing import Any
 
 from ..daemon import Daemon
 from ..daemon_state import snapshot
-from ..errors import JournalError
+from ..errors import CommandError, JournalError
 from ..journal import StateJournal
 from .commands import Dispatcher
-from .errors import CommandError
 
 log = logging.getLogger(__name__)
 

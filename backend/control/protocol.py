@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from .errors import ProtocolError
+from backend.errors import ProtocolError, StateRefused
+
 from .framing import JSONSplitter
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,6 @@ class Runstate(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
-
-
-class StateRefused(RuntimeError):
-    """A server method was called in a run state that does not allow it (a caller bug)."""
 
 
 P = ParamSpec("P")

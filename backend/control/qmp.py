@@ -30,7 +30,8 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
-from .errors import GENERIC_ERROR, CommandError, CommandNotFound, ProtocolError
+from backend.errors import GENERIC_ERROR, CommandError, CommandNotFound, ProtocolError
+
 from .protocol import Channel, JSONLineServer, Runstate
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import CommandError, ConfigError
+from backend.errors import CommandError, ConfigError
 
 if TYPE_CHECKING:
     from .qmp import Dispatcher

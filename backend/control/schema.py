@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..limits import MAX_SECONDS, MAX_U63, LimitError, check_text, show
-from .errors import CommandError
+from backend.errors import CommandError, LimitError
+
+from ..limits import MAX_SECONDS, MAX_U63, check_text, show
 
 Check = Callable[[Any], object]
 """A check of an argument's form: raises LimitError (or ValueError) saying what is wrong."""

@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 
 from qemu.qmp import ExecuteError, QMPClient
 
+from backend.errors import ClientError
+
 from .config import Config
-from .errors import ClientError
 from .serve import READY, VudmServer
 
 T = TypeVar("T")

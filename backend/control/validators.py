@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-from ..limits import LimitError, check_ascii, check_name, show
+from backend.errors import LimitError
+
+from ..limits import check_ascii, check_name, show
 
 SUN_PATH_MAX = 107
 """Longest unix socket path Linux binds (sockaddr_un.sun_path, less its NUL)."""

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from ..blockio import BlockDevice
-from ..errors import DeviceError
-from ..limits import MAX_U63, LimitError, check_text, parse_u63, show
+from ..errors import DeviceError, LimitError
+from ..limits import MAX_U63, check_text, parse_u63, show
 
 Opener = Callable[[str, str, bool, asyncio.AbstractEventLoop], Awaitable[BlockDevice]]
 """(name, uri, read_only, loop) -> an open device."""

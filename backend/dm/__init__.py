@@ -18,7 +18,7 @@ from backend.dm.args import ArgReader, parse_uint
 from backend.dm.clone import Clone
 from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.mapped_device import DeviceInfo, DeviceState, MappedDevice
-from backend.dm.registry import DuplicateTargetError, lookup, register, registered
+from backend.dm.registry import lookup, register, registered
 from backend.dm.stacking import MappedBlockDevice
 from backend.dm.table import Table, parse_table
 from backend.dm.target import (
@@ -26,7 +26,6 @@ from backend.dm.target import (
     EndIo,
     EndIoResult,
     MapResult,
-    MessageError,
     StatusType,
     Target,
     TargetContext,
@@ -38,13 +37,11 @@ __all__ = [
     "DeviceInfo",
     "DeviceResolver",
     "DeviceState",
-    "DuplicateTargetError",
     "EndIo",
     "EndIoResult",
     "MapResult",
     "MappedBlockDevice",
     "MappedDevice",
-    "MessageError",
     "StatusType",
     "Table",
     "TableEvent",

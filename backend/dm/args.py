@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from backend.errors import TableError
-from backend.limits import LimitError, parse_u63
+from backend.errors import LimitError, TableError
+from backend.limits import parse_u63
 
 
 def parse_uint(text: str, what: str, minimum: int = 0, maximum: int | None = None) -> int:

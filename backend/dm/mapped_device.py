@@ -39,8 +39,8 @@ from backend.dm.events import EventCounter, EventListener, TableEvent
 from backend.dm.iopath import IoPath
 from backend.dm.stacking import MappedBlockDevice
 from backend.dm.table import Table
-from backend.dm.target import MessageError, StatusType, Target
-from backend.errors import StateError
+from backend.dm.target import StatusType, Target
+from backend.errors import MessageError, StateError
 
 log = logging.getLogger(__name__)
 

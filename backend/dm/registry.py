@@ -11,15 +11,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from backend.dm.target import Target
-from backend.errors import TableError, VudmError
+from backend.errors import DuplicateTargetError, TableError
 
 T = TypeVar("T", bound=type[Target])
 
 _targets: dict[str, type[Target]] = {}
-
-
-class DuplicateTargetError(VudmError):
-    """A second target type was registered under a name already taken."""
 
 
 def register(name: str) -> Callable[[T], T]:

@@ -19,8 +19,8 @@ from backend.dm import registry
 from backend.dm.args import parse_uint
 from backend.dm.events import TableEvent
 from backend.dm.target import DeviceResolver, StatusType, Target
-from backend.errors import StateError, TableError
-from backend.limits import MAX_U63, LimitError, check_ascii, check_words
+from backend.errors import LimitError, StateError, TableError
+from backend.limits import MAX_U63, check_ascii, check_words
 
 log = logging.getLogger(__name__)
 

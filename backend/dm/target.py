@@ -31,7 +31,7 @@ from typing import ClassVar, Protocol
 from backend.blockio import SECTOR_SHIFT, BlockDevice, Status
 from backend.dm.clone import Clone
 from backend.dm.events import TableEvent
-from backend.errors import DeviceError, TableError, VudmError
+from backend.errors import DeviceError, MessageError, TableError
 
 DeviceResolver = Callable[[str], BlockDevice]
 """Turns a device name from a table line into a BlockDevice; raises DeviceError."""
@@ -75,15 +75,6 @@ class StatusType(enum.Enum):
 
     INFO = "info"
     TABLE = "table"
-
-
-class MessageError(VudmError):
-    """A target (or the core) refused a message; ``errno`` says how (EINVAL, EBUSY...)."""
-
-    def __init__(self, reason: str, errno: Status = Status.EINVAL) -> None:
-        self.reason = reason
-        self.errno = errno
-        super().__init__(f"{reason} ({errno.name})")
 
 
 class TargetContext(Protocol):

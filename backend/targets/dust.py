@@ -14,8 +14,8 @@ from backend.blockio import SECTOR_SHIFT, Op
 from backend.dm.args import ArgReader
 from backend.dm.clone import Clone
 from backend.dm.registry import register
-from backend.dm.target import MapResult, MessageError, StatusType, Target
-from backend.errors import TableError
+from backend.dm.target import MapResult, StatusType, Target
+from backend.errors import MessageError, TableError
 
 MAX_BLKSZ_SECTORS = 2097152
 """DUST_MAX_BLKSZ_SECTORS (1 GiB)."""

@@ -32,8 +32,8 @@ from backend.dm.args import ArgReader
 from backend.dm.clone import Clone
 from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.registry import register
-from backend.dm.target import EndIo, EndIoResult, MapResult, MessageError, StatusType, Target
-from backend.errors import TableError
+from backend.dm.target import EndIo, EndIoResult, MapResult, StatusType, Target
+from backend.errors import MessageError, TableError
 from backend.targets.path_selectors import (
     Path,
     PathGroups,

@@ -11,15 +11,11 @@ import ctypes
 import json
 from pathlib import Path
 
-from backend.errors import VudmError
+from backend.errors import AbiError
 
 VHOST_MEMORY_BASELINE_NREGIONS = 8
 VHOST_USER_MAX_RAM_SLOTS = 32
 VIRTQUEUE_MAX_SIZE = 1024
-
-
-class AbiError(VudmError):
-    """The ctypes layout disagrees with the compiled library's, or the probe is missing."""
 
 
 class VuDevRegion(ctypes.Structure):

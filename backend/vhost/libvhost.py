@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from backend.vhost.abi import AbiError, check_abi
+from backend.errors import AbiError
+from backend.vhost.abi import check_abi
 
 NATIVE_DIR = Path(
     os.environ.get("VUDM_NATIVE_DIR", Path(__file__).resolve().parents[2] / "build" / "native")

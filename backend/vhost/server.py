@@ -29,8 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from backend.errors import VhostUserError
 from backend.vhost.libvhost import LibVhostUser
-from backend.vhost.vudev import VhostUserError, VirtioDeviceHandler, VuDevice
+from backend.vhost.vudev import VirtioDeviceHandler, VuDevice
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from backend.errors import VudmError
+from backend.errors import VhostUserError
 from backend.vhost import libvhost
 from backend.vhost.abi import VhostUserMsg, VuDev, VuDevIface
 from backend.vhost.libvhost import LibVhostUser
@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 
 _CONFIG_CHANGE = struct.Struct("<III")
 """A vhost-user message header: request, flags, payload size."""
-
-
-class VhostUserError(VudmError):
-    """A vhost-user connection could not be set up."""
 
 
 class VirtioDeviceHandler(Protocol):

@@ -25,8 +25,8 @@ from pathlib import Path
 from qemu.qmp import QMPClient
 
 from backend.control import cli
-from backend.control.errors import ClientError
 from backend.control.testing import DaemonProcess
+from backend.errors import ClientError
 from guests.kernel_dm import DmReply, KernelDm
 from guests.machine import Guest
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from backend.blockio import Bio, Status
+from backend.errors import VhostUserError
 from backend.vhost.blk import VhostUserBlkExport
 from backend.vhost.libvhost import NATIVE_DIR
-from backend.vhost.vudev import VhostUserError
 
 pytestmark = pytest.mark.skipif(not (NATIVE_DIR / "libvhost-user.so").exists(),
                                 reason="needs `make native`")

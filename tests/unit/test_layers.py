@@ -81,16 +81,12 @@ LAYERS = (
 
 
 PENDING_IMPORTS = {
-    ("backend.control.client", "backend.control.errors"),
     ("backend.vhost.serve_file", "backend.devices.file"),
-    *(("guests." + m, "backend.errors") for m in (
-        "agent", "disk_names", "distro", "fio_result", "image", "machine")),
     ("qmp_scenarios.bench_backends", "backend.control.testing"),
     ("qmp_scenarios.bench_file", "backend.devices.file"),
     *(("qmp_scenarios.bench_path", m) for m in (
         "backend.devices.file", "backend.devices.mem", "backend.dm.mapped_device",
         "backend.dm.table", "backend.targets", "backend.vhost.blk", "backend.vhost.devsink")),
-    ("qmp_scenarios.oracle.format", "backend.control.errors"),
     ("qmp_scenarios.oracle.format", "backend.control.testing"),
     ("qmp_scenarios.rig", "backend.control.testing"),
     ("vudm_testing.avocado_test", "backend.control.testing"),

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.control.config import ConfigError
 from backend.control.listeners import adopt, systemd_fds
 from backend.control.qsd_args import Export, parse_blockdev, parse_export, parse_keyval
+from backend.errors import ConfigError
 from backend.vhost.virtio_blk import (
     CONFIG,
     CONFIG_WCE_OFFSET,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.errors import GuestError
+from guests.errors import GuestError
 from guests.image import GuestImage
 from vudm_testing.once import image_once, run_dir
 

@@ -14,8 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ...errors import StateError, VudmError
-from ..errors import CommandError, CommandNotFound
+from ...errors import CommandError, CommandNotFound, StateError, VudmError
 from ..schema import Arg, Schema, validate
 
 if TYPE_CHECKING:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.control.config import ConfigError, apply_config, load_config
+from backend.control.config import apply_config, load_config
 from backend.control.testing import in_process, run
+from backend.errors import ConfigError
 
 
 def write(tmp: Path, text: str) -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backend.control.errors import ProtocolError
 from backend.control.framing import JSONSplitter
+from backend.errors import ProtocolError
 
 MESSAGES = [{"execute": "qmp_capabilities"},
             {"execute": "dm-create", "arguments": {"name": "a{[\"", "table": "0 8 zero\n"}},

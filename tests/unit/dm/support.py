@@ -26,7 +26,6 @@ from backend.dm import (
     EndIoResult,
     MappedDevice,
     MapResult,
-    MessageError,
     StatusType,
     Table,
     Target,
@@ -36,7 +35,7 @@ from backend.dm import (
 )
 from backend.dm.args import ArgReader
 from backend.dm.events import TableEvent, TableEventKind
-from backend.errors import DeviceError, StateError
+from backend.errors import DeviceError, MessageError, StateError
 
 CALLS: list[str] = []
 

@@ -7,15 +7,8 @@ import asyncio
 import pytest
 
 from backend.blockio import Op, Status
-from backend.dm import (
-    DeviceState,
-    MappedDevice,
-    MessageError,
-    StatusType,
-    TableEvent,
-    TableEventKind,
-)
-from backend.errors import StateError, TableError
+from backend.dm import DeviceState, MappedDevice, StatusType, TableEvent, TableEventKind
+from backend.errors import MessageError, StateError, TableError
 
 from .support import CALLS, Devices, Requests, async_test, settle, table
 

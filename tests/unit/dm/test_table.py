@@ -6,8 +6,8 @@ import pytest
 
 from backend.dm import StatusType, Target, parse_table, register
 from backend.dm.args import ArgReader
-from backend.dm.registry import DuplicateTargetError, lookup, unregister
-from backend.errors import TableError
+from backend.dm.registry import lookup, unregister
+from backend.errors import DuplicateTargetError, TableError
 
 from .support import CALLS, Devices, HoldTarget
 

@@ -10,8 +10,8 @@ import pytest
 
 from backend.blockio import SECTOR_SIZE, Bio, BlockDevice, Op, Status
 from backend.devices.mem import MemDevice
-from backend.dm import MappedDevice, MessageError, StatusType, parse_table
-from backend.errors import DeviceError, TableError
+from backend.dm import MappedDevice, StatusType, parse_table
+from backend.errors import DeviceError, MessageError, TableError
 from backend.targets.dust import DustTarget
 
 BLOCK = 4096

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backend.blockio import Op, Status
-from backend.dm import MessageError, StatusType, parse_table
-from backend.errors import TableError
+from backend.dm import StatusType, parse_table
+from backend.errors import MessageError, TableError
 from backend.targets.multipath import MultipathTarget
 
 from .mpath_support import (
