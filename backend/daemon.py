@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from . import targets as _targets  # noqa: F401  (registers the target types)
 from .device_registry import DeviceEntry, DeviceRegistry, MappedEntry
-from .devices import schemes
 from .dm import MappedDevice, Table
 from .dm.events import TableEvent, TableEventKind
 from .dm.mapped_device import DeviceState
@@ -96,9 +95,6 @@ class Daemon:
         self.listeners = self.exports.listeners
         self.quit_requested = asyncio.Event()
         self.draining = False
-        # `dev-add NAME dm:OTHER` opens mapped devices through this hook (devices/ may
-        # not import dm/); the newest daemon of a process owns it.
-        schemes.set_mapped_device_opener(self.registry.open_mapped)
 
     # -- devices ---------------------------------------------------------------------
 
@@ -281,5 +277,3 @@ class Daemon:
                 log.exception("removing mapped device %s failed", name)
                 self.registry.forget_mapped(name)
         self.registry.close_devices()
-        if schemes.mapped_device_opener() == self.registry.open_mapped:
-            schemes.set_mapped_device_opener(None)

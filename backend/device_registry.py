@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 
 from .blockio import BlockDevice
 from .devices.nbd import open_nbd_offline
+from .devices.schemes import mapped_device_name
 from .devices.uri import open_uri, scheme_of
 from .dm import MappedBlockDevice, MappedDevice, Table, parse_table
 from .errors import DeviceError
@@ -113,6 +114,9 @@ class DeviceRegistry:
         return entry
 
     async def _open_device(self, name: str, uri: str, read_only: bool) -> BlockDevice:
+        if scheme_of(uri) == "dm":
+            # Devices sit below dm: the registry, which has the mapped devices, opens these.
+            return self.open_mapped(mapped_device_name(uri), read_only)
         try:
             return await open_uri(name, uri, read_only=read_only, loop=self.loop)
         except DeviceError as exc:

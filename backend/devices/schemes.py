@@ -1,15 +1,14 @@
 """Openers of the built-in URI schemes (each a few lines; the devices live elsewhere).
 
-``dm:NAME`` opens another mapped device of the daemon (stacking). Devices sit below the
-dm core, so this module cannot look mapped devices up itself: the daemon installs an
-opener with :func:`set_mapped_device_opener` (until it does, ``dm:`` URIs are refused).
+``dm:NAME`` names another mapped device of the daemon (stacking). Devices sit below the
+dm core, so this module cannot open one: the daemon's device registry opens ``dm:`` URIs
+itself (with :func:`mapped_device_name`), and here, outside a daemon, they are refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -22,23 +21,6 @@ from .mem import MemDevice, NullDevice
 from .nbd import open_nbd
 from .offloop import run_blocking
 from .uri import parse_size, register_scheme
-
-MappedDeviceOpener = Callable[[str, bool], BlockDevice]
-"""(mapped device name, read_only) -> the device as a BlockDevice, held open until its
-``close()``; raises DeviceError when there is no such mapped device."""
-
-_mapped_device_opener: MappedDeviceOpener | None = None
-
-
-def mapped_device_opener() -> MappedDeviceOpener | None:
-    """The installed ``dm:`` opener, if any."""
-    return _mapped_device_opener
-
-
-def set_mapped_device_opener(opener: MappedDeviceOpener | None) -> None:
-    """Tell ``dm:NAME`` how to open mapped devices (the daemon, at start; None to unset)."""
-    global _mapped_device_opener
-    _mapped_device_opener = opener
 
 
 @register_scheme("file")
@@ -109,13 +91,17 @@ async def _open_mem(
                           " bytes") from None
 
 
+def mapped_device_name(uri: str) -> str:
+    """The mapped device a ``dm:NAME`` URI names; DeviceError if it names none."""
+    target = urlsplit(uri).path
+    if not target or "/" in target:
+        raise DeviceError(f"bad device URI {show(uri)}: dm: needs a mapped device name (dm:vol0)")
+    return target
+
+
 @register_scheme("dm")
 async def _open_dm(
     name: str, uri: str, read_only: bool, loop: asyncio.AbstractEventLoop
 ) -> BlockDevice:
-    target = urlsplit(uri).path
-    if not target or "/" in target:
-        raise DeviceError(f"bad device URI {show(uri)}: dm: needs a mapped device name (dm:vol0)")
-    if _mapped_device_opener is None:
-        raise DeviceError(f"{uri}: no mapped devices to stack on here (no daemon)")
-    return _mapped_device_opener(target, read_only)
+    mapped_device_name(uri)
+    raise DeviceError(f"{uri}: no mapped devices to stack on here (no daemon)")

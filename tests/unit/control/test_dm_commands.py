@@ -160,6 +160,28 @@ def test_inline_uris_and_stacking(tmp_path: Path) -> None:
     run(main())
 
 
+def test_dev_add_dm_opens_a_mapped_device_of_its_own_daemon(tmp_path: Path) -> None:
+    """Two daemons in one process: each one's ``dm:NAME`` is its own mapped device (no
+    process-wide opener for the newest daemon to take over)."""
+
+    async def main() -> None:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        async with in_process(tmp_path / "a") as (_, a), in_process(tmp_path / "b") as (_, b):
+            await a.execute("dm-create", {"name": "low", "table": "0 64 zero"})
+            await a.execute("dev-add", {"name": "up", "uri": "dm:low"})
+            assert (await one_dm(a, "low"))["open-count"] == 1
+            assert await error_of(b, "dev-add", {"name": "up", "uri": "dm:low"}) == (
+                "GenericError", "dev-add: dm:low: no mapped device named 'low'")
+            assert await error_of(a, "dev-add", {"name": "bad", "uri": "dm:"}) == (
+                "GenericError", "dev-add: bad device URI 'dm:': dm: needs a mapped device"
+                " name (dm:vol0)")
+            await a.execute("dev-remove", {"name": "up"})
+            assert (await one_dm(a, "low"))["open-count"] == 0
+
+    run(main())
+
+
 def test_create_suspended_then_resume(tmp_path: Path) -> None:
     async def main() -> None:
         async with in_process(tmp_path) as (_, c):
