@@ -28,11 +28,6 @@ log = logging.getLogger(__name__)
 
 EventListener = Callable[[str, Mapping[str, object]], None]
 
-DM_MAJOR = 253
-"""What ``info`` reports as the major number (there is no kernel device)."""
-READ_AHEAD = 256
-"""What ``info`` reports as read-ahead, in sectors (dmsetup's usual default)."""
-
 PATH_EVENTS = {TableEventKind.PATH_FAILED: "PATH_FAILED",
                TableEventKind.PATH_REINSTATED: "PATH_REINSTATED"}
 """Table events that are also announced on their own, as ``{name, dev}``."""
@@ -73,8 +68,6 @@ class MappedInfo:
     status: str
     inactive: str
     read_only: bool
-    read_ahead: int
-    major: int
     minor: int
     targets: int
     size_sectors: int
@@ -229,7 +222,7 @@ class Daemon:
             open_count=info.open_count, event_nr=info.event_nr,
             table=md.status(StatusType.TABLE), status=md.status(StatusType.INFO),
             inactive=md.status(StatusType.TABLE, inactive=True),
-            read_only=False, read_ahead=READ_AHEAD, major=DM_MAJOR, minor=entry.minor,
+            read_only=False, minor=entry.minor,
             targets=info.target_count, size_sectors=info.size_sectors, stats=md.stats())
 
     def _on_table_event(self, name: str, event_nr: int, event: TableEvent) -> None:

@@ -15,6 +15,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 NO_DEVICES = "No devices found"
+DM_MAJOR = 253
+"""What ``info`` reports as the major number (there is no kernel device)."""
+READ_AHEAD = 256
+"""What ``info`` reports as read-ahead, in sectors (dmsetup's usual default)."""
 
 Entry = Mapping[str, Any]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..dmsetup_format import DM_MAJOR, READ_AHEAD
 from ..schema import Arg, JSONType
 from ..validators import ascii_text, name, uuid
 from .registry import command
@@ -17,7 +18,8 @@ STR, INT, BOOL, NUM = JSONType.STR, JSONType.INT, JSONType.BOOL, JSONType.NUMBER
 
 def describe_dm(info: MappedInfo) -> dict[str, object]:
     """One query-dm entry: what dmsetup info/table/status print, as JSON, plus the
-    evidence counters (``stats``)."""
+    evidence counters (``stats``). Major and read-ahead are the formatter's display
+    values: there is no kernel device to take them from."""
     return {
         "name": info.name,
         "uuid": info.uuid,
@@ -30,8 +32,8 @@ def describe_dm(info: MappedInfo) -> dict[str, object]:
         "status": info.status,
         "info": {
             "read-only": info.read_only,
-            "read-ahead": info.read_ahead,
-            "major": info.major,
+            "read-ahead": READ_AHEAD,
+            "major": DM_MAJOR,
             "minor": info.minor,
             "targets": info.targets,
             "size": info.size_sectors,
