@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import targets as _targets  # noqa: F401  (registers the target types)
@@ -21,36 +21,15 @@ from .dm.events import TableEvent, TableEventKind
 from .dm.mapped_device import DeviceState
 from .dm.target import StatusType
 from .errors import DeviceError, StateError
+from .event_bus import EventBus
 from .exports import ExportEntry, Exports
 from .limits import check_ascii, check_words
 
 log = logging.getLogger(__name__)
 
-EventListener = Callable[[str, Mapping[str, object]], None]
-
 PATH_EVENTS = {TableEventKind.PATH_FAILED: "PATH_FAILED",
                TableEventKind.PATH_REINSTATED: "PATH_REINSTATED"}
 """Table events that are also announced on their own, as ``{name, dev}``."""
-
-
-class EventBus:
-    """Synchronous fan-out of named events with a JSON-able payload."""
-
-    def __init__(self) -> None:
-        self._listeners: list[EventListener] = []
-
-    def subscribe(self, listener: EventListener) -> Callable[[], None]:
-        """Call ``listener(name, data)`` on every event; returns the unsubscribe call."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    def emit(self, name: str, data: Mapping[str, object]) -> None:
-        log.info("event %s %s", name, dict(data))
-        for listener in list(self._listeners):
-            try:
-                listener(name, data)
-            except Exception:
-                log.exception("event listener failed on %s", name)
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .device_registry import DeviceRegistry
 from .errors import DeviceError
+from .event_bus import EventListener
 from .vhost.blk import VhostUserBlkExport
 
 log = logging.getLogger(__name__)
-
-Emit = Callable[[str, Mapping[str, object]], None]
-"""Announce a named event with a JSON-able payload (the daemon's event bus)."""
 
 
 @dataclass
@@ -46,7 +44,7 @@ class ExportEntry:
 class Exports(Mapping[str, ExportEntry]):
     """The exports by id (read as a mapping), and their add/remove/drain."""
 
-    def __init__(self, registry: DeviceRegistry, emit: Emit,
+    def __init__(self, registry: DeviceRegistry, emit: EventListener,
                  loop: asyncio.AbstractEventLoop) -> None:
         self._registry = registry
         self._emit = emit
@@ -129,8 +127,7 @@ class Exports(Mapping[str, ExportEntry]):
         self._emit("EXPORT_CONNECTED", {"id": export_id})
 
     def _on_resubmit(self, export_id: str, queue: int, count: int) -> None:
-        self._emit("EXPORT_RESUBMITTED", {"id": export_id, "queue": queue,
-                                                 "count": count})
+        self._emit("EXPORT_RESUBMITTED", {"id": export_id, "queue": queue, "count": count})
 
     def _on_disconnected(self, export_id: str) -> None:
         self._emit("EXPORT_DISCONNECTED", {"id": export_id})
