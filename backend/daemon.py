@@ -18,9 +18,8 @@ from . import targets as _targets  # noqa: F401  (registers the target types)
 from .device_registry import DeviceEntry, DeviceRegistry, MappedEntry
 from .dm import MappedDevice, Table
 from .dm.events import TableEvent, TableEventKind
-from .dm.mapped_device import DeviceState
 from .dm.target import StatusType
-from .errors import DeviceError, StateError
+from .errors import DeviceError
 from .event_bus import EventBus
 from .exports import ExportEntry, Exports
 from .limits import check_ascii, check_words
@@ -137,15 +136,13 @@ class Daemon:
                               " it was undone and the device is ACTIVE again") from None
         self.events.emit("DM_SUSPENDED", {"name": name, "noflush": noflush})
 
-    async def resume_dm(self, name: str) -> None:
-        entry = self.mapped_entry(name)
-        md = entry.md
-        # Linux makes a resume of an active device a no-op; a control plane that asked
-        # for one has lost track of the state, so it is told.
-        if md.state is DeviceState.ACTIVE and not (md.inactive_table is not None
-                                                    and md.live_table is None):
-            raise StateError("resume", md.state.value, DeviceState.SUSPENDED.value)
-        await md.resume()
+    async def resume_dm(self, name: str, *, noflush: bool = False) -> None:
+        """dmsetup resume; what it does in each state is the device's to decide (a
+        no-op when not suspended and nothing is loaded, as in Linux: MappedDevice.resume).
+        """
+        md = self.mapped_entry(name).md
+        if not await md.resume(noflush=noflush):
+            return
         self.registry.release_unused_tables(name)
         self.events.emit("DM_RESUMED", {"name": name})
         # a resume may bind a table of another size (dm's resize): the guests see it

@@ -111,7 +111,10 @@ async def _suspend(client: QMPClient, ns: argparse.Namespace) -> Output:
 
 
 async def _resume(client: QMPClient, ns: argparse.Namespace) -> Output:
-    return await execute(client, "dm-resume", {"name": ns.name}), []
+    args: dict[str, object] = {"name": ns.name}
+    if ns.noflush:
+        args["noflush"] = True
+    return await execute(client, "dm-resume", args), []
 
 
 async def _message(client: QMPClient, ns: argparse.Namespace) -> Output:
@@ -249,8 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--noflush", action="store_true", help="push back in-flight I/O")
     p.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
-    _verb(sub, common, "resume", _resume, "resume (swapping in the inactive table)"
-          ).add_argument("name")
+    p = _verb(sub, common, "resume", _resume, "resume (swapping in the inactive table)")
+    p.add_argument("name")
+    p.add_argument("--noflush", action="store_true",
+                   help="if not suspended yet, suspend with noflush before the swap")
     p = _verb(sub, common, "message", _message, "send a message to a target")
     p.add_argument("name")
     p.add_argument("sector", type=int)

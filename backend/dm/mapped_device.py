@@ -10,6 +10,9 @@ suspend or wait timeout); the I/O side (``submit_bio``) never raises. State::
        |                      v
        +----resume()----- SUSPENDED     (swaps in the inactive table, if loaded)
 
+    resume() of an ACTIVE device: nothing without an inactive table; with one, suspend
+    first, then swap and resume (the kernel's do_resume).
+
     ACTIVE, SUSPENDED --remove()--> REMOVED
 
 This device is the only authority on its state: every control method is guarded by
@@ -283,15 +286,28 @@ class MappedDevice:
         self._io.kick()
 
     @require(ACTIVE, SUSPENDED)
-    async def resume(self) -> None:
+    async def resume(self, noflush: bool = False) -> bool:
         """Swap in the inactive table (if any), preresume/resume targets, reissue deferred
-        I/O in order. A no-op on an ACTIVE device without an inactive table."""
+        I/O in order. Returns False when there was nothing to do.
+
+        As Linux's dm-ioctl ``do_resume`` (drivers/md/dm-ioctl.c): a device that is not
+        suspended and has no inactive table is left alone, and that is a success, not an
+        error; one that is not suspended but has an inactive table is first suspended
+        ("Suspend if it isn't already suspended": a flush suspend, or ``noflush`` as with
+        ``dmsetup resume --noflush``, which matters to multipath's queued I/O, seed 001),
+        then the table is swapped in and the device resumed. If that implied suspend
+        fails or is cancelled it is undone (the device is ACTIVE with the table still
+        inactive) and the error raised; if a target refuses preresume, the device stays
+        SUSPENDED with the table inactive, as after any refused resume.
+        """
         if self._state is ACTIVE:
             if self._inactive is None:
-                return
-            if self._io.table is not None:
-                raise StateError("resume with an inactive table", "ACTIVE", "SUSPENDED")
+                self.log.info("resume: not suspended and no inactive table: nothing to do")
+                return False
+            self.log.info("resume: not suspended, with an inactive table: suspending first")
+            await self._suspend(noflush, None)
         self._go_live()
+        return True
 
     def _go_live(self) -> None:
         new = self._inactive

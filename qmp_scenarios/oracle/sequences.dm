@@ -62,7 +62,7 @@ remove s
 
 == resume-implies-suspend
 # The kernel's resume of an ACTIVE device with an inactive table suspends it, swaps the
-# table in and resumes it (do_resume); vudm asks for the suspend (kernel-differences.md).
+# table in and resumes it (do_resume); vudm does the same (MappedDevice.resume).
 create r --table "0 8192 zero"
 load r --table "0 8192 error"
 resume r

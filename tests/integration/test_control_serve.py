@@ -101,10 +101,13 @@ def test_config_builds_state_and_cli_sees_it(tmp_path: Path) -> None:
             # the CLI, as a separate process, against the same daemon
             out = await asyncio.to_thread(vudm_cli, d.qmp_path, "table", "vol")
             assert (out.returncode, out.stdout) == (0, "0 131072 linear disk0 0\n")
+            # resume of an ACTIVE device with nothing loaded: Linux's no-op, a success
             out = await asyncio.to_thread(vudm_cli, d.qmp_path, "resume", "vol")
+            assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
+            out = await asyncio.to_thread(vudm_cli, d.qmp_path, "remove", "vol")
             assert out.returncode == 1
-            assert out.stderr == "vudm resume: dm-resume: device 'vol' is ACTIVE, needs" \
-                                 " SUSPENDED\n"
+            assert out.stderr == "vudm remove: dm-remove: mapped device 'vol' is exported" \
+                                 " by 'vol0'; export-del first\n"
             assert sock.exists()
         assert not sock.exists()  # quit closed the export
 

@@ -76,10 +76,12 @@ async def dm_suspend(daemon: Daemon, args: dict[str, Any]) -> object:
     return {}
 
 
-@command("dm-resume", Arg("name", STR, check=name))
+@command("dm-resume", Arg("name", STR, check=name),
+         Arg("noflush", BOOL, optional=True, default=False))
 async def dm_resume(daemon: Daemon, args: dict[str, Any]) -> object:
-    """Resume a suspended device, swapping in the inactive table if there is one."""
-    await daemon.resume_dm(args["name"])
+    """Resume, swapping in the inactive table if there is one (an ACTIVE device with one
+    is suspended first, noflush if asked; without one it is left alone), as Linux does."""
+    await daemon.resume_dm(args["name"], noflush=args["noflush"])
     return {}
 
 

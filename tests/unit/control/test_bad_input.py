@@ -30,6 +30,8 @@ MATRIX: list[tuple[str, dict[str, Any], str, str]] = [
      "dm-create: 'table': expected string, got array"),
     ("dm-suspend", {"name": "a", "noflush": "yes"}, G,
      "dm-suspend: 'noflush': expected boolean, got string"),
+    ("dm-resume", {"name": "a", "noflush": "yes"}, G,
+     "dm-resume: 'noflush': expected boolean, got string"),
     ("dm-suspend", {"name": "a", "timeout": -1}, G,
      "dm-suspend: 'timeout': must be at least 0, got -1"),
     ("dm-message", {"name": "a", "sector": -5, "message": "x"}, G,
@@ -65,7 +67,6 @@ MATRIX: list[tuple[str, dict[str, Any], str, str]] = [
     ("export-add", {"id": "e2", "dm": "nope", "socket": "/tmp/s"}, G,
      "export-add: no mapped device named 'nope'"),
     # wrong states
-    ("dm-resume", {"name": "a"}, G, "dm-resume: device 'a' is ACTIVE, needs SUSPENDED"),
     ("dm-suspend", {"name": "s"}, G, "dm-suspend: device 's' is SUSPENDED, needs ACTIVE"),
     ("dm-message", {"name": "a", "sector": 0, "message": "fail_path d0"}, G,
      "dm-message: linear: target does not accept messages ..."),

@@ -170,8 +170,10 @@ def test_json_output_and_dev_export_listing(daemon: Path,
 def test_failures_exit_nonzero_with_the_daemons_message(
         daemon: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ok(capsys, "create", "v", "--table", "0 8 zero")
-    assert vudm(capsys, "resume", "v") == (
-        1, "", "vudm resume: dm-resume: device 'v' is ACTIVE, needs SUSPENDED\n")
+    ok(capsys, "suspend", "v")
+    assert vudm(capsys, "suspend", "v") == (
+        1, "", "vudm suspend: dm-suspend: device 'v' is SUSPENDED, needs ACTIVE\n")
+    ok(capsys, "resume", "v")
     rc, _, err = vudm(capsys, "message", "v", "0", "hello", "there")
     assert rc == 1 and err.startswith("vudm message: dm-message: zero: target does not")
     rc, _, err = vudm(capsys, "create", "bad", "--table", "0 8 zero\n8 8 frob")
@@ -231,3 +233,16 @@ def test_multipath_table_status_messages_like_dmsetup(
     ok(capsys, "suspend", "mp")
     rc, _, err = vudm(capsys, "message", "mp", "0", "reinstate_path", "a")
     assert rc != 0 and "EBUSY" in err
+
+
+def test_resume_of_an_active_device_follows_the_kernel(
+        daemon: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing loaded: a no-op that succeeds; a table loaded: suspended (here noflush),
+    swapped and resumed, as Linux's do_resume and `dmsetup resume --noflush`."""
+    ok(capsys, "create", "v", "--table", "0 8 zero")
+    assert ok(capsys, "resume", "v") == ""
+    ok(capsys, "load", "v", "--table", "0 8 error")
+    assert ok(capsys, "resume", "--noflush", "v") == ""
+    assert ok(capsys, "table", "v").split() == ["0", "8", "error"]
+    assert "Tables present:    LIVE\n" in ok(capsys, "info", "v")
+    ok(capsys, "remove", "v")

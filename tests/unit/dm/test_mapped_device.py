@@ -8,9 +8,9 @@ import pytest
 
 from backend.blockio import Op, Status
 from backend.dm import DeviceState, MappedDevice, StatusType, TableEvent, TableEventKind
-from backend.errors import MessageError, StateError, TableError
+from backend.errors import DeviceError, MessageError, StateError, TableError
 
-from .support import CALLS, Devices, Requests, async_test, settle, table
+from .support import CALLS, Devices, Requests, async_test, settle, table, targets
 
 ONE = "0 100 test-hold a 0"
 
@@ -29,8 +29,6 @@ async def test_load_swaps_at_resume_only() -> None:
     md.load(table("0 100 linear b 0", devs))
     r.submit(md, "w1", Op.WRITE, 0, 1, b"1")
     assert devs.mem("a").read(0, 1) == b"1"  # the live table still maps to a
-    with pytest.raises(StateError):
-        await md.resume()  # a swap needs a suspended device
     await md.suspend()
     assert md.status(StatusType.TABLE) == "0 100 test-hold a 0"
     await md.resume()
@@ -64,9 +62,52 @@ async def test_clear_drops_inactive_table() -> None:
 
 @async_test
 async def test_resume_on_active_device_is_a_noop() -> None:
+    """Linux's do_resume: not suspended and nothing loaded is a success that does
+    nothing (no hook runs, no state changes); resume says so by returning False."""
     md, _, _ = setup()
-    await md.resume()
+    assert await md.resume() is False
     assert CALLS == [] and md.state is DeviceState.ACTIVE
+
+
+@async_test
+async def test_resume_of_active_device_with_inactive_table_suspends_swaps_resumes() -> None:
+    """Linux's do_resume with a new map on a device that is not suspended: a flush
+    suspend first (it waits for the write in flight on the old table), then the swap and
+    the resume; I/O sent during it goes to the new table."""
+    md, devs, r = setup()
+    (hold,) = targets(md)
+    hold.hold = True
+    old_write = r.submit(md, "old", Op.WRITE, 0, 1, b"o")
+    md.load(table("0 100 linear b 0", devs))
+    resume = asyncio.create_task(md.resume())
+    await settle()
+    assert md.state is DeviceState.SUSPENDING and not resume.done()
+    new_write = r.submit(md, "new", Op.WRITE, 1, 1, b"n")  # deferred
+    hold.release()
+    assert await resume is True
+    await settle()
+    assert (old_write.status, new_write.status) == (Status.OK, Status.OK)
+    assert devs.mem("a").read(0, 1) == b"o" and devs.mem("b").read(512, 1) == b"n"
+    assert CALLS == ["presuspend@0", "postsuspend@0", "dtr@0"]
+    info = md.info()
+    assert (info.state, info.live_table, info.inactive_table) == (
+        DeviceState.ACTIVE, True, False)
+    assert md.status(StatusType.TABLE) == "0 100 linear b 0"
+
+
+@async_test
+async def test_resume_whose_implied_suspend_fails_leaves_the_table_inactive() -> None:
+    md, devs, _ = setup()
+    (hold,) = targets(md)
+    hold.postsuspend_error = DeviceError("postsuspend failed")
+    md.load(table("0 100 linear b 0", devs))
+    with pytest.raises(DeviceError):
+        await md.resume()
+    info = md.info()
+    assert (info.state, info.block_io, info.inactive_table) == (
+        DeviceState.ACTIVE, False, True)
+    assert md.status(StatusType.TABLE) == "0 100 test-hold a 0"
+    assert CALLS == ["presuspend@0", "postsuspend@0", "presuspend_undo@0"]
 
 
 @async_test

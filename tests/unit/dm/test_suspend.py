@@ -391,6 +391,26 @@ async def test_a_removed_device_refuses_every_control_operation() -> None:
         assert err.value.state == "REMOVED"
 
 
+@pytest.mark.parametrize(("noflush", "expected"), [(True, Status.OK), (False, Status.EIO)])
+@async_test
+async def test_resume_of_active_device_suspends_as_asked(noflush: bool,
+                                                         expected: Status) -> None:
+    """A resume of an ACTIVE device with an inactive table suspends it first (the
+    kernel's do_resume), noflush if asked (dmsetup resume --noflush): multipath-like
+    queued I/O is pushed back and reissued to the new table; a flush fails it (seed
+    001's matrix, through resume)."""
+    md, devs, r, a, _ = setup()
+    a.hold = a.multipath_like = True
+    queued = r.submit(md, "queued", Op.WRITE, 10, 1, b"q")
+    await settle()
+    md.load(table("0 200 linear a 0", devs))
+    assert await md.resume(noflush=noflush) is True
+    await settle()
+    assert queued.status is expected
+    assert md.status(StatusType.TABLE) == "0 200 linear a 0"
+    assert md.state is DeviceState.ACTIVE
+
+
 @async_test
 async def test_suspend_resume_hook_order() -> None:
     md, devs, _, _, _ = setup()
