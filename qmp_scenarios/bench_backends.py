@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from backend.control.testing import DaemonProcess
+from vudm_testing.daemon import DaemonProcess
 
 from .qsd import StorageDaemon, process_cpu_seconds
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
-from backend.control.testing import DaemonProcess
 from guests.machine import Guest
+from vudm_testing.daemon import DaemonProcess
 
 from .dm_backends import DmBackend, make_backend
 from .events import EventLog

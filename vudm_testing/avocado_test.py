@@ -62,7 +62,7 @@ class VudmTest(Test):  # type: ignore[misc]
         if self._vudm is None:
             from qemu.qmp import QMPClient
 
-            from backend.control.testing import DaemonProcess
+            from vudm_testing.daemon import DaemonProcess
 
             process = DaemonProcess(self.run_dir / "d",
                                     log_path=Path(self.outputdir) / "vudm.log",

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 from qemu.qmp import QMPClient
 
-from backend.control.testing import DaemonProcess
 from guests.agent import AgentResult
 from guests.machine import Guest
 from qmp_scenarios.nbd_server import NbdServer
+from vudm_testing.daemon import DaemonProcess
 
 T = TypeVar("T")
 

@@ -103,7 +103,7 @@ def vudm_workdir(tmp_path: Path) -> Path:
 def vudm(vudm_loop: Loop, vudm_workdir: Path, tmp_path: Path) -> Iterator[Vudm]:
     from qemu.qmp import QMPClient
 
-    from backend.control.testing import DaemonProcess
+    from vudm_testing.daemon import DaemonProcess
 
     from .handles import Vudm
 

@@ -19,6 +19,9 @@ from backend.errors import ClientError
 if TYPE_CHECKING:  # qemu.qmp is imported when used: ``vudm serve`` never needs it
     from qemu.qmp import QMPClient
 
+READY = "vudm: ready"
+"""The first words of the line ``vudm serve`` prints on stdout once it listens (``vudm:
+ready, QMP on <path> (pid <n>)``): what a parent process waits for, never a sleep."""
 ENV_SOCKET = "VUDM_QMP"
 DEFAULT_SOCKET = "/run/vudm/qmp.sock"
 

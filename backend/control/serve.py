@@ -29,6 +29,7 @@ from ..checker import PathChecker
 from ..daemon import Daemon
 from ..daemon_state import restore
 from ..journal import StateJournal
+from .client import READY
 from .commands import Dispatcher
 from .config import Config, apply_config
 from .persist import JournaledDispatcher, Persister
@@ -37,10 +38,6 @@ from .qsd_args import QsdSetup, apply_qsd
 from .version import VERSION, version_triple
 
 log = logging.getLogger(__name__)
-
-READY = "vudm: ready"
-"""The first words of the ready line: ``vudm: ready, QMP on <path> (pid <n>)``."""
-
 
 def ready_line(qmp_path: Path | None) -> str:
     where = f"QMP on {qmp_path}" if qmp_path is not None else "no QMP"

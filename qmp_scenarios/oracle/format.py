@@ -25,10 +25,10 @@ from pathlib import Path
 from qemu.qmp import QMPClient
 
 from backend.control import cli
-from backend.control.testing import DaemonProcess
 from backend.errors import ClientError
 from guests.kernel_dm import DmReply, KernelDm
 from guests.machine import Guest
+from vudm_testing.daemon import DaemonProcess
 
 SEQUENCES = Path(__file__).with_name("sequences.dm")
 DISKS = 6

@@ -24,7 +24,7 @@ from typing import Any
 
 from qemu.qmp import ExecuteError, QMPClient
 
-from backend.control.testing import DaemonProcess, LivenessProbe, run
+from vudm_testing.daemon import DaemonProcess, LivenessProbe, run
 
 REPLY_TIMEOUT = 20.0
 """How long a command may take to answer before the test calls it a hang."""

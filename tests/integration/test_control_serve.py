@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from qemu.qmp import QMPClient
 
-from backend.control.serve import READY
-from backend.control.testing import DaemonProcess, error_of, run
+from backend.control.client import READY
 from backend.vhost.libvhost import NATIVE_DIR
 from guests.fio import run_fio
 from guests.fio_job import verify_job
+from vudm_testing.daemon import DaemonProcess, error_of, run
 
 if TYPE_CHECKING:
     from conftest import RunningGuest  # tests/integration/conftest.py

@@ -41,8 +41,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend.control.commands import REGISTRY
-from backend.control.testing import DaemonProcess, LivenessProbe
 from backend.dm import registry as targets
+from vudm_testing.daemon import DaemonProcess, LivenessProbe
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
-from backend.control.testing import DaemonProcess, run
+from vudm_testing.daemon import DaemonProcess, run
 
 
 async def views(c: QMPClient) -> dict[str, Any]:

@@ -82,16 +82,10 @@ LAYERS = (
 
 PENDING_IMPORTS = {
     ("backend.vhost.serve_file", "backend.devices.file"),
-    ("qmp_scenarios.bench_backends", "backend.control.testing"),
     ("qmp_scenarios.bench_file", "backend.devices.file"),
     *(("qmp_scenarios.bench_path", m) for m in (
         "backend.devices.file", "backend.devices.mem", "backend.dm.mapped_device",
         "backend.dm.table", "backend.targets", "backend.vhost.blk", "backend.vhost.devsink")),
-    ("qmp_scenarios.oracle.format", "backend.control.testing"),
-    ("qmp_scenarios.rig", "backend.control.testing"),
-    ("vudm_testing.avocado_test", "backend.control.testing"),
-    ("vudm_testing.handles", "backend.control.testing"),
-    ("vudm_testing.pytest_plugin", "backend.control.testing"),
 }
 """Issue 15's known wrong imports, being fixed: each fix removes its lines (an entry
 that is no longer true fails the test, so the list only shrinks)."""

@@ -7,10 +7,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from daemon_in_process import in_process
 from dm.support import targets
 from qemu.qmp import QMPClient
 
-from backend.control.testing import error_of, in_process, run
+from vudm_testing.daemon import error_of, run
 
 
 async def one_dm(client: QMPClient, name: str) -> dict[str, Any]:

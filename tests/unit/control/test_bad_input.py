@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_in_process import in_process
 
-from backend.control.testing import error_of, in_process, run
+from vudm_testing.daemon import error_of, run
 
 G, NF = "GenericError", "CommandNotFound"
 

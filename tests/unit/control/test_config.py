@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from daemon_in_process import in_process
 
 from backend.control.config import apply_config, load_config
-from backend.control.testing import in_process, run
 from backend.errors import ConfigError
+from vudm_testing.daemon import run
 
 
 def write(tmp: Path, text: str) -> Path:

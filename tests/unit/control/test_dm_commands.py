@@ -6,10 +6,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from daemon_in_process import in_process
 from qemu.qmp import QMPClient
 
-from backend.control.testing import error_of, in_process, run
 from backend.dm import TableEvent, TableEventKind
+from vudm_testing.daemon import error_of, run
 
 MiB = 1 << 20
 

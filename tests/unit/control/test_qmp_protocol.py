@@ -7,10 +7,11 @@ import json
 import stat
 from pathlib import Path
 
+from daemon_in_process import in_process
 from qemu.qmp import QMPClient
 
 from backend.control.serve import VudmServer
-from backend.control.testing import error_of, in_process, run
+from vudm_testing.daemon import error_of, run
 
 
 async def raw_exchange(path: Path, *lines: bytes) -> list[dict[str, object]]:

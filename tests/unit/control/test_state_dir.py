@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from daemon_in_process import in_process
 from qemu.qmp import QMPClient
 
 from backend.control.config import Config
-from backend.control.testing import error_of, in_process, run
 from backend.journal import STATE_FILE
+from vudm_testing.daemon import error_of, run
 
 MiB = 1 << 20
 

@@ -1,14 +1,12 @@
-"""Running vudm daemons for tests and scenarios, and talking to them with qemu.qmp.
+"""``vudm serve`` as a child process, for scenarios, suites and tests, with qemu.qmp.
 
-Two ways to get a daemon:
-
-- :func:`in_process` runs a :class:`~.serve.VudmServer` on the caller's loop (unit
-  tests: no subprocess, the daemon's objects are reachable);
-- :class:`DaemonProcess` runs ``vudm serve`` as a subprocess with its QMP socket in a
-  directory of the caller's choosing, waits for its ready line (never a sleep), and stops
-  it with ``quit`` or SIGTERM (integration tests, scenarios, avocado).
-
-Both hand out negotiated ``qemu.qmp.QMPClient`` objects.
+:class:`DaemonProcess` runs ``vudm serve`` as a subprocess with its QMP socket in a
+directory of the caller's choosing, waits for its ready line (never a sleep), stops it
+with ``quit`` or SIGTERM, and hands out negotiated ``qemu.qmp.QMPClient`` objects
+(integration tests, scenarios, avocado). :class:`LivenessProbe` watches a running
+daemon's loop from another process. Everything here drives the daemon from outside, as
+a user would: nothing imports the daemon's own modules (the unit tests' in-process
+daemon is in tests/daemon_in_process.py).
 """
 
 from __future__ import annotations
@@ -26,10 +24,8 @@ from typing import Any, TypeVar
 
 from qemu.qmp import ExecuteError, QMPClient
 
+from backend.control.client import READY
 from backend.errors import ClientError
-
-from .config import Config
-from .serve import READY, VudmServer
 
 T = TypeVar("T")
 
@@ -41,21 +37,6 @@ def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(bounded())
-
-
-@asynccontextmanager
-async def in_process(sock_dir: Path, config: Config | None = None, *,
-                     state_dir: Path | None = None, checker_interval: float = 1.0,
-                     ) -> AsyncIterator[tuple[VudmServer, QMPClient]]:
-    """A VudmServer on ``sock_dir/qmp.sock`` in this loop, and a client of it."""
-    async with VudmServer(sock_dir / "qmp.sock", config, state_dir=state_dir,
-                          checker_interval=checker_interval) as server:
-        client = QMPClient("test")
-        await client.connect(str(server.qmp_path))
-        try:
-            yield server, client
-        finally:
-            await client.disconnect()
 
 
 async def error_of(client: QMPClient, cmd: str,
@@ -162,7 +143,7 @@ class DaemonProcess:
 
 
 def _repo_root() -> str:
-    return os.fspath(Path(__file__).resolve().parents[2])
+    return os.fspath(Path(__file__).resolve().parents[1])
 
 
 def _tail(path: Path, lines: int = 5) -> str:
