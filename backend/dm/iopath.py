@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 
 from backend.blockio import SECTOR_SHIFT, Bio, Op, Status, iov_length, iov_slice
+from backend.dm.clock import LOOP_CLOCK, Clock
 from backend.dm.clone import Clone
 from backend.dm.io import DmIo, SplitOriginal, merge_status
 from backend.dm.split import split_ranges
@@ -42,8 +42,10 @@ _INCOMPLETE, _ENDIO_REQUEUE = EndIo.INCOMPLETE, EndIo.REQUEUE
 class IoPath:
     """Moves bios through the live table; owned by a MappedDevice."""
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger, clock: Clock = LOOP_CLOCK) -> None:
         self.log = logger
+        self._soon = clock.call_soon
+        """Follow-up work (deferred reissue, rewinding requeued pieces) on the loop."""
         self.table: Table | None = None
         self.block_io = False
         """DMF_BLOCK_IO: new I/O waits on the deferred list."""
@@ -58,7 +60,6 @@ class IoPath:
         self._idle: asyncio.Event | None = None
         self._drain_scheduled = False
         self._requeue_scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- entry points --------------------------------------------------------------
 
@@ -107,15 +108,6 @@ class IoPath:
                 self._idle = None
 
     # --- workers -------------------------------------------------------------------
-
-    def _soon(self, work: Callable[[], None]) -> None:
-        try:
-            self._loop = asyncio.get_running_loop()
-        except RuntimeError:
-            if self._loop is None:  # no loop at all (synchronous use): do it now
-                work()
-                return
-        self._loop.call_soon(work)
 
     def _drain(self) -> None:
         """dm_wq_work: reissue deferred I/O in order while I/O is not blocked."""

@@ -17,6 +17,7 @@ from typing import Protocol
 from backend.blockio import BlockDevice
 from backend.dm import registry
 from backend.dm.args import parse_uint
+from backend.dm.clock import LOOP_CLOCK, Clock
 from backend.dm.events import TableEvent
 from backend.dm.target import DeviceResolver, StatusType, Target
 from backend.errors import LimitError, StateError, TableError
@@ -39,14 +40,27 @@ class TableOwner(Protocol):
 
 
 class TableContext:
-    """The TargetContext every target of one table shares; bound at ``load``."""
+    """The TargetContext every target of one table shares; bound at ``load``.
 
-    def __init__(self) -> None:
+    The clock's methods are the context's own (bound once here: flakey asks the time on
+    every I/O).
+    """
+
+    def __init__(self, clock: Clock = LOOP_CLOCK) -> None:
         self.owner: TableOwner | None = None
+        self.clock = clock
+        self.now = clock.now
+        self.call_soon = clock.call_soon
+        self.call_at = clock.call_at
+        self.start = clock.start
+        self.sleep = clock.sleep
 
     @property
     def device_name(self) -> str:
-        return self.owner.name if self.owner is not None else "(unbound)"
+        return self.owner.name if self.owner is not None else "unbound"
+
+    def logger(self, name: str) -> logging.Logger:
+        return logging.getLogger(name).getChild(self.device_name)
 
     def table_event(self, event: TableEvent) -> None:
         if self.owner is None:
@@ -131,9 +145,11 @@ def _destroy(targets: list[Target]) -> None:
             log.exception("dtr of %r failed", t)
 
 
-def parse_table(text: str, resolve: DeviceResolver) -> Table:
-    """Parse and construct a whole table; TableError(reason, line) rejects it as a whole."""
-    context = TableContext()
+def parse_table(text: str, resolve: DeviceResolver, *, clock: Clock = LOOP_CLOCK) -> Table:
+    """Parse and construct a whole table; TableError(reason, line) rejects it as a whole.
+
+    ``clock`` is what its targets' context gives them (tests: a manual clock)."""
+    context = TableContext(clock)
     targets: list[Target] = []
     try:
         check_ascii(text, "table")

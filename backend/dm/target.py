@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import ClassVar, Protocol
 
 from backend.blockio import SECTOR_SHIFT, BlockDevice, Status
+from backend.dm.clock import Clock
 from backend.dm.clone import Clone
 from backend.dm.events import TableEvent
 from backend.errors import DeviceError, MessageError, TableError
@@ -77,15 +78,23 @@ class StatusType(enum.Enum):
     TABLE = "table"
 
 
-class TargetContext(Protocol):
-    """What a target may ask of the mapped device it belongs to.
+class TargetContext(Clock, Protocol):
+    """Everything a target gets from outside, and the one way it gets it (the kernel's
+    ``ti->table`` and ``dm_table_get_md``): the mapped device it serves (its name, a
+    logger, its suspend state, its table events) and the clock (time, call_soon/call_at,
+    background work; see :class:`backend.dm.clock.Clock`).
 
-    A table that is not (yet) loaded into a device answers "not suspending" and
-    drops table events with a log line.
+    All targets of one table share a context. A table that is not (yet) loaded into a
+    device answers "not suspending" and drops table events with a log line.
     """
 
     @property
     def device_name(self) -> str: ...
+
+    def logger(self, name: str) -> logging.Logger:
+        """``name``'s logger, a child per mapped device (``<name>.<device>``): records
+        say which device without each message naming it."""
+        ...
 
     def table_event(self, event: TableEvent) -> None:
         """dm_table_event: the device's event number rises and listeners get ``event``."""
@@ -132,7 +141,11 @@ class Target(abc.ABC):
         self.length = length
         self._resolve = resolve
         self._devices: list[BlockDevice] = []
-        self.log = logging.getLogger(type(self).__module__)
+
+    @property
+    def log(self) -> logging.Logger:
+        """The target module's logger for this target's mapped device (from the context)."""
+        return self.context.logger(type(self).__module__)
 
     # --- construction ---------------------------------------------------------------
 

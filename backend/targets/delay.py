@@ -3,37 +3,23 @@
 Reads (and, with three arguments, everything) go to ``dev`` after ``ms`` milliseconds;
 the second triple sets where writes (and discards) go and how late, the third the same for
 flushes (writes' triple if absent). A delay of 0 maps straight through. Delayed clones
-wait on one list, in order, and one timer on the event loop issues those that expired.
+wait on one list, in order, and one timer (the context's ``call_at``) issues those that expired.
 presuspend issues the whole list at once and stops delaying until resume, as the
 kernel's delay_presuspend does, so a suspend never waits for a delay to run out.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from backend.blockio import BlockDevice, Op
 from backend.dm.args import ArgReader
+from backend.dm.clock import Handle
 from backend.dm.clone import Clone
 from backend.dm.registry import register
 from backend.dm.target import MapResult, StatusType, Target
 from backend.errors import TableError
-
-
-class Cancellable(Protocol):
-    def cancel(self) -> None: ...
-
-
-class TimeBase(Protocol):
-    """Where time and timers come from: the running loop, or a test's manual clock."""
-
-    def time(self) -> float: ...
-
-    def call_at(self, when: float, callback: Callable[[], object], /) -> Cancellable: ...
 
 
 @dataclass
@@ -71,9 +57,7 @@ class DelayTarget(Target):
         self.may_delay = True
         self.issued_early = 0
         """Evidence: delayed I/Os a presuspend issued before their time."""
-        self.timebase: TimeBase | None = None
-        """None: the running event loop (tests put a manual clock here)."""
-        self._timer: Cancellable | None = None
+        self._timer: Handle | None = None
         self._timer_at = 0.0
 
     def _class(self, triple: list[str]) -> DelayClass:
@@ -88,11 +72,6 @@ class DelayTarget(Target):
         dev = self.get_device(name, start, self.length)
         return DelayClass(name, start, delay_ms, dev)
 
-    def _time(self) -> TimeBase:
-        if self.timebase is None:
-            self.timebase = asyncio.get_running_loop()
-        return self.timebase
-
     # --- I/O -------------------------------------------------------------------------
 
     def map(self, clone: Clone) -> MapResult:
@@ -105,7 +84,7 @@ class DelayTarget(Target):
         clone.remap(cls.dev, cls.start + clone.target_offset)
         if not cls.delay_ms or not self.may_delay:
             return MapResult.REMAPPED
-        expires = self._time().time() + cls.delay_ms / 1000
+        expires = self.context.now() + cls.delay_ms / 1000
         cls.ops += 1
         cls.delayed += 1
         self.delayed.append((expires, clone, cls))
@@ -119,7 +98,7 @@ class DelayTarget(Target):
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
-        self._timer = self._time().call_at(when, self._flush_expired)
+        self._timer = self.context.call_at(when, self._flush_expired)
 
     def _flush_expired(self) -> None:
         self._timer = None
@@ -128,7 +107,7 @@ class DelayTarget(Target):
     def _flush_delayed(self, *, flush_all: bool) -> int:
         """flush_delayed_bios: issue the expired clones (or all) in order, re-arm for the
         rest. Returns how many were issued."""
-        now = self._time().time() if self.delayed else 0.0
+        now = self.context.now() if self.delayed else 0.0
         due: list[Clone] = []
         waiting: deque[tuple[float, Clone, DelayClass]] = deque()
         for expires, clone, cls in self.delayed:
@@ -153,8 +132,7 @@ class DelayTarget(Target):
         issued = self._flush_delayed(flush_all=True)
         self.issued_early += issued
         if issued:
-            self.log.info("%s: presuspend issued %d delayed I/Os early",
-                          self.context.device_name, issued)
+            self.log.info("presuspend issued %d delayed I/Os early", issued)
 
     def resume(self) -> None:
         self.may_delay = True

@@ -90,7 +90,7 @@ class DustTarget(Target):
 
     def _info(self, fmt: str, *args: object) -> None:
         if not self.quiet:
-            self.log.info("%s: " + fmt, self.context.device_name, *args)
+            self.log.info(fmt, *args)
 
     # --- control ---------------------------------------------------------------------
 
@@ -104,7 +104,7 @@ class DustTarget(Target):
                 self.fail_read_on_bb = verb == "enable"
                 self.reported.clear()
                 text = f"{verb[:-1]}ing read failures on bad sectors"
-                self.log.info("%s: dust: %s", self.context.device_name, text)
+                self.log.info("dust: %s", text)
                 return ""  # logged, not answered, as by the kernel
             if verb == "countbadblocks":
                 return f"countbadblocks: {len(self.badblocks)} badblock(s) found"

@@ -13,8 +13,6 @@ INFO, with the number of faults injected while down.
 from __future__ import annotations
 
 import ctypes
-import time
-from collections.abc import Callable
 from typing import NamedTuple
 
 from backend.blockio import Op, Status, iov_from_bytes, iov_slice, iov_to_bytes
@@ -55,9 +53,6 @@ class FlakeyTarget(Target):
     num_flush_bios = 1
     num_discard_bios = 1
 
-    clock: Callable[[], float] = staticmethod(time.monotonic)
-    """Seconds, monotonic; tests replace it (and ``start_time``) on the instance."""
-
     def ctr(self, args: list[str]) -> None:
         if len(args) < 4:
             raise TableError("flakey: Invalid argument count")
@@ -79,7 +74,7 @@ class FlakeyTarget(Target):
         if self.error_all_io:
             self.features = {"error_reads", "error_writes"}
         self.dev = self.get_device(self.dev_name, self.offset, self.length)
-        self.start_time = self.clock()
+        self.start_time = self.context.now()
         self.was_down = False
         self.faults = 0
         """Faults injected in the current down interval (logged when it ends)."""
@@ -129,16 +124,16 @@ class FlakeyTarget(Target):
 
     def _is_down(self) -> bool:
         """flakey_map's "Are we alive?": whole seconds since ctr, modulo the cycle."""
-        elapsed = int(self.clock() - self.start_time)
+        elapsed = int(self.context.now() - self.start_time)
         down = elapsed % (self.up + self.down) >= self.up
         if down != self.was_down:
             self.was_down = down
             if down:
-                self.log.info("%s: flakey %s down for %ds: %s", self.context.device_name,
-                              self.dev_name, self.down, " ".join(self._feature_words()))
+                self.log.info("flakey %s down for %ds: %s", self.dev_name, self.down,
+                              " ".join(self._feature_words()))
             else:
-                self.log.info("%s: flakey %s up again after %d injected faults",
-                              self.context.device_name, self.dev_name, self.faults)
+                self.log.info("flakey %s up again after %d injected faults",
+                              self.dev_name, self.faults)
                 self.faults_before += self.faults
                 self.faults = 0
         return down

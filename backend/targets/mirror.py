@@ -17,8 +17,8 @@ write back with REQUEUE: the core pushes it back during a noflush suspend (a tab
 loaded before resume - a new log, or a table over the surviving leg - completes it)
 and fails it with EIO otherwise.
 
-The worker (the kernel's kmirrord) is one asyncio task per target; everything else runs
-in I/O callbacks on the loop.
+The worker (the kernel's kmirrord) is one background task per target, started through
+the target's context; everything else runs in I/O callbacks on the loop.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import asyncio
 from dataclasses import dataclass
 
 from backend.blockio import Op, Status
+from backend.dm.clock import TaskHandle
 from backend.dm.clone import Clone
 from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.registry import register
@@ -133,7 +134,7 @@ class MirrorTarget(Target):
         self._log_resumed = True  # resume() asks the worker to resume the log first
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._task: TaskHandle | None = None
 
     def dtr(self) -> None:
         if self._task is not None:
@@ -165,8 +166,7 @@ class MirrorTarget(Target):
         if kind in leg.errors:
             return
         leg.errors.add(kind)
-        self.log.info("%s: mirror leg %s failed (%s error)", self.context.device_name,
-                      leg.name, kind.name.lower())
+        self.log.info("mirror leg %s failed (%s error)", leg.name, kind.name.lower())
         if not self.handle_errors:
             return
         if leg is self.legs[self.default]:
@@ -183,7 +183,7 @@ class MirrorTarget(Target):
                                             kind.name.lower()))
 
     def _log_device_failed(self, event: TableEvent) -> None:
-        self.log.info("%s: %s", self.context.device_name, event.reason)
+        self.log.info("%s", event.reason)
         self.context.table_event(event)
 
     @staticmethod
@@ -246,32 +246,32 @@ class MirrorTarget(Target):
     def _wake(self) -> None:
         self._wakeup.set()
         if self._task is None or self._task.done():
+            work = self._run()
             try:
-                loop = asyncio.get_running_loop()
+                self._task = self.context.start(work, f"kmirrord {self.context.device_name}")
             except RuntimeError:
-                return  # no loop yet: the first wake from the loop starts the worker
-            self._task = loop.create_task(self._run(), name=f"kmirrord {self.context.device_name}")
+                work.close()  # no loop yet: the first wake from the loop starts the worker
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        slice_start = loop.time()
+        now = self.context.now
+        slice_start = now()
         while True:
             if not self._wakeup.is_set():
                 await self._wakeup.wait()
-                slice_start = loop.time()
+                slice_start = now()
             self._wakeup.clear()
             try:
                 await self._do_mirror()
             except Exception:  # a bug must not stop the worker (held I/O would hang)
-                self.log.exception("%s: mirror worker pass failed", self.context.device_name)
-            if loop.time() - slice_start >= WORKER_SLICE:
+                self.log.exception("mirror worker pass failed")
+            if now() - slice_start >= WORKER_SLICE:
                 # Legs that complete at once (zero, a stacked device) wake the worker
                 # again before it ever waits: a first resync of 2^19 regions would hold
                 # the loop for seconds. Between slices everything else runs, and as
                 # long again the worker rests (kcopyd throttles too): a daemon that never
                 # sleeps is the last to be scheduled on a busy machine.
-                await asyncio.sleep(WORKER_SLICE)
-                slice_start = loop.time()
+                await self.context.sleep(WORKER_SLICE)
+                slice_start = now()
 
     async def _do_mirror(self) -> None:
         """do_mirror: one pass over everything queued."""
@@ -279,7 +279,7 @@ class MirrorTarget(Target):
             if not self._log_resumed:
                 self._log_resumed = True
                 if not await self.dirty_log.resume():
-                    self.log.warning("%s: log resume failed", self.context.device_name)
+                    self.log.warning("log resume failed")
             reads, self.reads = self.reads, []
             writes, self.writes = self.writes, []
             self.rh.update_states(self.handle_errors)
@@ -294,7 +294,7 @@ class MirrorTarget(Target):
             self._recover(region)
         if not self.in_sync and self.dirty_log.sync_count == self.nr_regions:
             self.in_sync = True
-            self.log.info("%s: mirror in sync", self.context.device_name)
+            self.log.info("mirror in sync")
             self.context.table_event(TableEvent(TableEventKind.IN_SYNC))
 
     def _recover(self, region: Region) -> None:
@@ -353,8 +353,7 @@ class MirrorTarget(Target):
         if not await self.rh.flush() and not self.log_failure:
             # Sticky until the table is replaced: it needs the user to act.
             self.log_failure = True
-            self.log.info("%s: dirty log write failed; writes wait for a suspend",
-                          self.context.device_name)
+            self.log.info("dirty log write failed; writes wait for a suspend")
         if self.log_failure and self.handle_errors:
             self.failures.extend(sync)  # seed 000: not attempted, held until a suspend
         else:
@@ -441,7 +440,7 @@ class MirrorTarget(Target):
 
     async def postsuspend(self) -> None:
         if not await self.dirty_log.postsuspend():
-            self.log.warning("%s: log postsuspend failed", self.context.device_name)
+            self.log.warning("log postsuspend failed")
 
     def resume(self) -> None:
         self.suspending = False

@@ -24,7 +24,6 @@ DEV``, ``queue_if_no_path``, ``fail_if_no_path``, ``switch_group N``, ``enable_g
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 
 from backend.blockio import Status
@@ -177,7 +176,7 @@ class MultipathTarget(Target):
             if self._must_push_back():
                 self.requeued_total += 1
                 return MapResult.REQUEUE
-            self.log.debug("%s: no valid path: %r fails", self.context.device_name, clone)
+            self.log.debug("no valid path: %r fails", clone)
             return MapResult.KILL
         clone.private = path
         path.ios += 1
@@ -195,8 +194,7 @@ class MultipathTarget(Target):
         if path is None or status is Status.OK or status in NO_RETRY_ERRORS \
                 or status is Status.REQUEUE:
             return EndIo.DONE
-        self.log.debug("%s: %r failed on %s: %s", self.context.device_name, clone,
-                       path.name, status.name)
+        self.log.debug("%r failed on %s: %s", clone, path.name, status.name)
         self._fail_path(path)
         if self.groups.valid == 0 and not self._queue_if_no_path:
             if self._must_push_back():
@@ -213,13 +211,8 @@ class MultipathTarget(Target):
         """process_queued_io_list: re-map the queued clones soon (on the loop)."""
         if not self._queued or self._kick_scheduled or self._dead:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._process_queued()
-            return
         self._kick_scheduled = True
-        loop.call_soon(self._kicked)
+        self.context.call_soon(self._kicked)
 
     def _kicked(self) -> None:
         self._kick_scheduled = False
@@ -251,13 +244,13 @@ class MultipathTarget(Target):
 
     def _fail_path(self, path: Path) -> None:
         if self.groups.fail(path):
-            self.log.warning("%s: failing path %s", self.context.device_name, path.name)
+            self.log.warning("failing path %s", path.name)
             self.context.table_event(TableEvent(TableEventKind.PATH_FAILED, path.name,
                                                 valid_paths=self.valid_paths))
 
     def _reinstate_path(self, path: Path) -> None:
         if self.groups.reinstate(path):
-            self.log.warning("%s: reinstating path %s", self.context.device_name, path.name)
+            self.log.warning("reinstating path %s", path.name)
             self.context.table_event(TableEvent(TableEventKind.PATH_REINSTATED, path.name,
                                                 valid_paths=self.valid_paths))
             self._kick()

@@ -7,55 +7,15 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-from collections.abc import Callable
 
 import pytest
+from fake_context import ManualClock
 
 from backend.blockio import SECTOR_SIZE, Bio, BlockDevice, Op, Status, iov_to_bytes
 from backend.devices.mem import MemDevice
 from backend.dm import MappedDevice, StatusType, parse_table
 from backend.errors import DeviceError, TableError
 from backend.targets.delay import DelayTarget
-
-
-class Timer:
-    def __init__(self, when: float, callback: Callable[[], object]) -> None:
-        self.when = when
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class ManualTime:
-    """A clock that moves only when told to, running the timers that fall due."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.timers: list[Timer] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def call_at(self, when: float, callback: Callable[[], object], /) -> Timer:
-        timer = Timer(when, callback)
-        self.timers.append(timer)
-        return timer
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        while True:
-            due = [t for t in self.timers if not t.cancelled and t.when <= self.now]
-            if not due:
-                return
-            timer = min(due, key=lambda t: t.when)
-            self.timers.remove(timer)
-            timer.callback()
-
-    @property
-    def armed(self) -> list[float]:
-        return sorted(t.when - self.now for t in self.timers if not t.cancelled)
 
 
 class Devices:
@@ -94,14 +54,13 @@ class Io:
         return iov_to_bytes(self.bio.iovecs)
 
 
-def make(args: str, devs: Devices | None = None) -> tuple[MappedDevice, DelayTarget, ManualTime]:
+def make(args: str, devs: Devices | None = None) -> tuple[MappedDevice, DelayTarget, ManualClock]:
+    clock = ManualClock()
     md = MappedDevice("dl")
-    md.create(parse_table(f"0 64 delay {args}", devs or Devices()))
+    md.create(parse_table(f"0 64 delay {args}", devs or Devices(), clock=clock))
     assert md.live_table is not None
     target = md.live_table.targets[0]
     assert isinstance(target, DelayTarget)
-    clock = ManualTime()
-    target.timebase = clock
     return md, target, clock
 
 
@@ -201,7 +160,8 @@ def test_presuspend_issues_everything_at_once(caplog: pytest.LogCaptureFixture) 
         await asyncio.wait_for(md.suspend(), 5)  # no time passes on the manual clock
         assert [io.status for io in ios] == [Status.OK] * 3
         assert clock.armed == []
-        assert "dl: presuspend issued 3 delayed I/Os early" in caplog.messages
+        assert ("backend.targets.delay.dl", logging.INFO,
+                "presuspend issued 3 delayed I/Os early") in caplog.record_tuples
         assert md.stats()["targets"][0]["issued-early"] == 3
         await md.resume()
         later = Io(md, Op.READ, 0)
@@ -222,7 +182,7 @@ def test_noflush_suspend_does_not_wait_for_the_delay_either() -> None:
     asyncio.run(scenario())
 
 
-def test_default_timebase_is_the_running_loop() -> None:
+def test_default_clock_is_the_running_loop() -> None:
     async def scenario() -> None:
         md = MappedDevice("dl")
         md.create(parse_table("0 64 delay r 0 20", Devices()))

@@ -174,8 +174,8 @@ def test_failed_reads_are_logged_once_per_block(caplog: pytest.LogCaptureFixture
     caplog.set_level(logging.INFO, logger="backend.targets.dust")
     for _ in range(3):
         io(md, Op.READ, 8)
-    assert [r.getMessage() for r in caplog.records] == [
-        "du: dust: failing reads of bad block 1"]
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("backend.targets.dust.du", "dust: failing reads of bad block 1")]
     caplog.clear()
     msg(md, "quiet")
     msg(md, "addbadblock 2")

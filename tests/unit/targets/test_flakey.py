@@ -8,6 +8,7 @@ import ctypes
 import logging
 
 import pytest
+from fake_context import ManualClock
 
 import backend.targets  # noqa: F401  (registers the targets)
 from backend.blockio import SECTOR_SIZE, Bio, BlockDevice, Op, Status, iov_to_bytes
@@ -15,16 +16,6 @@ from backend.devices.mem import MemDevice
 from backend.dm import MappedDevice, StatusType, parse_table
 from backend.errors import DeviceError, TableError
 from backend.targets.flakey import FlakeyTarget
-
-
-class Clock:
-    """The seconds flakey sees."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Io:
@@ -55,14 +46,13 @@ def resolve(name: str) -> BlockDevice:
     return DISK
 
 
-def make(args: str, clock: Clock) -> tuple[MappedDevice, FlakeyTarget]:
+def make(args: str, clock: ManualClock) -> tuple[MappedDevice, FlakeyTarget]:
     md = MappedDevice("fl")
-    md.create(parse_table(f"0 64 flakey {args}", resolve))
+    md.create(parse_table(f"0 64 flakey {args}", resolve, clock=clock))
     assert md.live_table is not None
     target = md.live_table.targets[0]
     assert isinstance(target, FlakeyTarget)
-    target.clock = clock
-    target.start_time = 0.0
+    assert target.start_time == 0.0  # the constructor read the table's clock
     return md, target
 
 
@@ -118,65 +108,65 @@ def test_status_table_round_trips(args: str, table: str) -> None:
 
 
 def test_up_interval_passes_io_down_interval_fails_it() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     md, _ = make("disk 0 2 1", clock)
     assert io(md, Op.WRITE, 3, 1, b"u").status is Status.OK
-    clock.now = 1.9
+    clock.time = 1.9
     assert io(md, Op.READ, 3).data() == b"u" * SECTOR_SIZE
-    clock.now = 2.0  # seconds 2..3 of each 3-second cycle are down
+    clock.time = 2.0  # seconds 2..3 of each 3-second cycle are down
     assert io(md, Op.READ, 3).status is Status.EIO
     assert io(md, Op.WRITE, 3, 1, b"d").status is Status.EIO
-    clock.now = 3.0  # up again
+    clock.time = 3.0  # up again
     assert io(md, Op.READ, 3).data() == b"u" * SECTOR_SIZE
-    clock.now = 5.5  # down in the second cycle
+    clock.time = 5.5  # down in the second cycle
     assert io(md, Op.WRITE, 3, 1, b"d").status is Status.EIO
     stats = md.stats()  # evidence: three faults over two down intervals, three EIOs
     assert (stats["targets"], stats["eio"], stats["ios"]) == ([{"faults": 3}], 3, 6)
 
 
 def test_drop_writes_completes_writes_without_doing_them() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     md, _ = make("disk 0 1 1 1 drop_writes", clock)
     assert io(md, Op.WRITE, 8, 1, b"a").status is Status.OK
-    clock.now = 1.0
+    clock.time = 1.0
     assert io(md, Op.WRITE, 8, 1, b"b").status is Status.OK  # dropped
     assert io(md, Op.READ, 8).data() == b"a" * SECTOR_SIZE  # reads still work
     assert DISK.read(8 * SECTOR_SIZE, 1) == b"a"
 
 
 def test_error_reads_only_fails_reads() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     md, _ = make("disk 0 1 1 1 error_reads", clock)
-    clock.now = 1.0
+    clock.time = 1.0
     assert io(md, Op.READ, 9).status is Status.EIO
     assert io(md, Op.WRITE, 9, 1, b"w").status is Status.OK
     assert DISK.read(9 * SECTOR_SIZE, 1) == b"w"
 
 
 def test_error_writes_fails_writes_and_flushes_but_not_reads() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     md, _ = make("disk 0 1 1 1 error_writes", clock)
-    clock.now = 1.0
+    clock.time = 1.0
     assert io(md, Op.WRITE, 9, 1, b"w").status is Status.EIO
     assert io(md, Op.FLUSH).status is Status.EIO
     assert io(md, Op.READ, 9).status is Status.OK
 
 
 def test_corrupt_bio_byte_on_reads_while_down() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     md, _ = make("disk 0 1 1 5 corrupt_bio_byte 3 r 88 0", clock)
     assert io(md, Op.WRITE, 10, 1, b"c").status is Status.OK
     assert io(md, Op.READ, 10).data() == b"c" * SECTOR_SIZE  # up: intact
-    clock.now = 1.0
+    clock.time = 1.0
     got = io(md, Op.READ, 10).data()
     assert got == b"cc" + b"X" + b"c" * (SECTOR_SIZE - 3)
     assert DISK.read(10 * SECTOR_SIZE, SECTOR_SIZE) == b"c" * SECTOR_SIZE  # the disk is fine
 
 
 def test_corrupt_bio_byte_on_writes_leaves_the_callers_buffer_alone() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     md, _ = make("disk 0 1 1 5 corrupt_bio_byte 1 w 0 1", clock)
-    clock.now = 1.0
+    clock.time = 1.0
     req = io(md, Op.WRITE, 11, 1, b"z")
     assert req.status is Status.OK
     assert req.data() == b"z" * SECTOR_SIZE
@@ -184,30 +174,31 @@ def test_corrupt_bio_byte_on_writes_leaves_the_callers_buffer_alone() -> None:
 
 
 def test_corrupt_flags_mask_must_match() -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     md, _ = make(f"disk 0 1 1 5 corrupt_bio_byte 1 w 0 {1 << 17}", clock)  # REQ_FUA only
-    clock.now = 1.0
+    clock.time = 1.0
     assert io(md, Op.WRITE, 12, 1, b"q").status is Status.OK
     assert DISK.read(12 * SECTOR_SIZE, 1) == b"q"
 
 
 def test_each_transition_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     md, _ = make("disk 0 1 1 1 error_writes", clock)
     caplog.set_level(logging.INFO, logger="backend.targets.flakey")
-    clock.now = 1.0
+    clock.time = 1.0
     for _ in range(3):
         io(md, Op.WRITE, 0, 1)
-    clock.now = 2.0
+    clock.time = 2.0
     io(md, Op.WRITE, 0, 1)
-    messages = [r.getMessage() for r in caplog.records]
-    assert messages == ["fl: flakey disk down for 1s: error_writes",
-                        "fl: flakey disk up again after 3 injected faults"]
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert messages == [("backend.targets.flakey.fl", "flakey disk down for 1s: error_writes"),
+                        ("backend.targets.flakey.fl",
+                         "flakey disk up again after 3 injected faults")]
 
 
 def test_suspend_and_resume_pass_through() -> None:
     async def scenario() -> None:
-        md, _ = make("disk 0 1 1", Clock())
+        md, _ = make("disk 0 1 1", ManualClock(0.0))
         await md.suspend(noflush=True)
         await md.resume()
         assert io(md, Op.WRITE, 1, 1, b"r").status is Status.OK
