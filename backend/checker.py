@@ -1,20 +1,23 @@
 """The path checker: the daemon's multipathd. It probes every multipath path, fails the
 dead ones and reinstates the ones that answer again.
 
-Every ``interval`` seconds, for each ACTIVE mapped device whose live table has multipath
-targets, each path device is probed once (concurrently): a disconnected NBD path is
-first reconnected (``connect()``, as its server may be back), then sector 0 is read
-straight from the device with a timeout. A probe that times out means the path hangs
-(a partitioned link, a frozen server): its connection is dropped (``disconnect()``), so
-the requests stuck on it end with a path error and multipath retries them on another
-path instead of waiting for the link to come back. The verdict goes to the target as
-``fail_path DEV`` / ``reinstate_path DEV`` messages through the mapped device, as
-multipathd sends them (a suspended device answers EBUSY; the next round retries), so
-the target raises the table event (the event number rises) and the daemon may be told
-through ``emit("PATH_FAILED" | "PATH_REINSTATED", {"name": <mapped device>, "dev":
-<path>})``. For targets with ``no_path_retry N`` the checker also does multipathd's
-recovery mode: queueing is turned off (``fail_if_no_path``) on the (N+1)th check in a
-row that finds no valid path, and on again (``queue_if_no_path``) once a path is back.
+A target with paths is anything that speaks the path-report protocol
+(:mod:`backend.dm.paths`; multipath does): the checker sees its path reports and gives
+its verdicts through it, nothing else. Every ``interval`` seconds, for each ACTIVE
+mapped device whose live table has such targets, each path device is probed once
+(concurrently): a disconnected NBD path is first reconnected (``connect()``, as its
+server may be back), then sector 0 is read straight from the device with a timeout. A
+probe that times out means the path hangs (a partitioned link, a frozen server): its
+connection is dropped (``disconnect()``), so the requests stuck on it end with a path
+error and multipath retries them on another path instead of waiting for the link to
+come back. The verdict goes to the target as ``fail_path(DEV)`` /
+``reinstate_path(DEV)``, the verbs of multipathd's messages (a suspended device refuses
+with EBUSY; the next round retries), so the target raises the table event (the event
+number rises) and the daemon may be told through ``emit("PATH_FAILED" |
+"PATH_REINSTATED", {"name": <mapped device>, "dev": <path>})``. For targets with
+``no_path_retry N`` the checker also does multipathd's recovery mode: queueing is
+turned off (``fail_if_no_path``) on the (N+1)th check in a row that finds no valid
+path, and on again (``queue_if_no_path``) once a path is back.
 
 The checker never raises out of its loop: a round that fails is logged and the next
 round runs on time.
@@ -33,8 +36,8 @@ from dataclasses import dataclass
 from .blockio import SECTOR_SIZE, BlockDevice, Op, Status
 from .dm import MappedDevice
 from .dm.mapped_device import DeviceState
-from .errors import MessageError, VudmError
-from .targets.multipath import MultipathTarget
+from .dm.paths import PathReport, PathTarget
+from .errors import VudmError
 
 log = logging.getLogger(__name__)
 
@@ -111,57 +114,70 @@ class PathChecker:
     async def check_once(self) -> list[CheckAction]:
         """Probe every path once and act on the verdicts; returns what changed."""
         self.rounds += 1
-        work = [(md, t) for md in self._get_mapped_devices()
-                if md.state in _PROBED and md.live_table is not None
-                for t in md.live_table.targets if isinstance(t, MultipathTarget)]
-        devices = {id(p.device): p.device for _, t in work for p in t.paths}
+        work: list[tuple[MappedDevice, PathTarget]] = [
+            (md, t) for md in self._get_mapped_devices()
+            if md.state in _PROBED and md.live_table is not None
+            for t in md.live_table.targets if isinstance(t, PathTarget)]
+        devices = {id(p.device): p.device for _, t in work for p in t.path_reports()}
         verdicts = dict(zip(devices, await asyncio.gather(
             *(self._probe(dev) for dev in devices.values())), strict=True))
         actions: list[CheckAction] = []
         for md, target in work:
             table = md.live_table
             if md.state not in _PROBED or table is None \
-                    or target not in table.targets:
+                    or id(target) not in {id(t) for t in table.targets}:
                 continue  # changed while probing: next round
-            for path in target.paths:
+            for path in target.path_reports():
                 alive = verdicts[id(path.device)]
-                if alive != path.active:
+                if alive != path.active and self._verdict(md, target, path, alive):
                     verb = "reinstate_path" if alive else "fail_path"
-                    if self._send(md, target, [verb, path.name]) and path.active == alive:
-                        actions.append(CheckAction(md.name, path.name, verb))
-                        self._tell("PATH_REINSTATED" if alive else "PATH_FAILED",
-                                   md.name, path.name)
+                    actions.append(CheckAction(md.name, path.name, verb))
+                    self._tell("PATH_REINSTATED" if alive else "PATH_FAILED",
+                               md.name, path.name)
             actions += self._recovery_mode(md, target)
         live = {id(t) for _, t in work}
         self._no_path_checks = {k: v for k, v in self._no_path_checks.items() if k in live}
         return actions
 
-    def _recovery_mode(self, md: MappedDevice, target: MultipathTarget) -> list[CheckAction]:
+    def _recovery_mode(self, md: MappedDevice, target: PathTarget) -> list[CheckAction]:
         """multipathd's no_path_retry: stop queueing after N checks without a path,
         queue again once one is back."""
         retry = target.no_path_retry
         if retry is None:
             return []
         key = id(target)
-        if target.valid_paths == 0:
+        if not any(p.active for p in target.path_reports()):
             checks = self._no_path_checks[key] = self._no_path_checks.get(key, 0) + 1
             if checks > retry and target.queue_if_no_path:
                 log.info("%s: no path for %d checks (no_path_retry %d): queueing off",
                          md.name, checks, retry)
-                if self._send(md, target, ["fail_if_no_path"]):
+                if self._set_queueing(md, target, False):
                     return [CheckAction(md.name, "", "fail_if_no_path")]
             return []
         if self._no_path_checks.pop(key, 0) and not target.queue_if_no_path:
             log.info("%s: a path is back: queueing on again", md.name)
-            if self._send(md, target, ["queue_if_no_path"]):
+            if self._set_queueing(md, target, True):
                 return [CheckAction(md.name, "", "queue_if_no_path")]
         return []
 
-    def _send(self, md: MappedDevice, target: MultipathTarget, argv: list[str]) -> bool:
+    def _verdict(self, md: MappedDevice, target: PathTarget, path: PathReport,
+                 alive: bool) -> bool:
+        """Reinstate or fail ``path``; True if its state changed."""
         try:
-            md.message(target.begin, argv)
-        except (MessageError, VudmError) as exc:
-            log.info("%s: %s not sent: %s", md.name, " ".join(argv), exc)
+            if alive:
+                return target.reinstate_path(path.name)
+            return target.fail_path(path.name)
+        except VudmError as exc:
+            log.info("%s: %s %s refused: %s", md.name,
+                     "reinstate_path" if alive else "fail_path", path.name, exc)
+            return False
+
+    def _set_queueing(self, md: MappedDevice, target: PathTarget, on: bool) -> bool:
+        try:
+            target.set_queue_if_no_path(on)
+        except VudmError as exc:
+            log.info("%s: %s refused: %s", md.name,
+                     "queue_if_no_path" if on else "fail_if_no_path", exc)
             return False
         return True
 

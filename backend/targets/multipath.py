@@ -30,6 +30,7 @@ from backend.blockio import Status
 from backend.dm.args import ArgReader
 from backend.dm.clone import Clone
 from backend.dm.events import TableEvent, TableEventKind
+from backend.dm.paths import PathReport
 from backend.dm.registry import register
 from backend.dm.target import EndIo, EndIoResult, MapResult, StatusType, Target
 from backend.errors import MessageError, TableError
@@ -242,18 +243,57 @@ class MultipathTarget(Target):
     def valid_paths(self) -> int:
         return self.groups.valid
 
-    def _fail_path(self, path: Path) -> None:
-        if self.groups.fail(path):
-            self.log.warning("failing path %s", path.name)
-            self.context.table_event(TableEvent(TableEventKind.PATH_FAILED, path.name,
-                                                valid_paths=self.valid_paths))
+    def _fail_path(self, path: Path) -> bool:
+        if not self.groups.fail(path):
+            return False
+        self.log.warning("failing path %s", path.name)
+        self.context.table_event(TableEvent(TableEventKind.PATH_FAILED, path.name,
+                                            valid_paths=self.valid_paths))
+        return True
 
-    def _reinstate_path(self, path: Path) -> None:
-        if self.groups.reinstate(path):
-            self.log.warning("reinstating path %s", path.name)
-            self.context.table_event(TableEvent(TableEventKind.PATH_REINSTATED, path.name,
-                                                valid_paths=self.valid_paths))
-            self._kick()
+    def _reinstate_path(self, path: Path) -> bool:
+        if not self.groups.reinstate(path):
+            return False
+        self.log.warning("reinstating path %s", path.name)
+        self.context.table_event(TableEvent(TableEventKind.PATH_REINSTATED, path.name,
+                                            valid_paths=self.valid_paths))
+        self._kick()
+        return True
+
+    # --- the path-report protocol (backend.dm.paths: what the path checker uses) -------
+
+    def path_reports(self) -> list[PathReport]:
+        return [PathReport(p.name, p.device, p.active) for p in self.paths]
+
+    def fail_path(self, name: str) -> bool:
+        """``fail_path NAME`` (the table's name or the device's); True if one changed."""
+        changed = False
+        for path in self._paths_named(name):
+            changed = self._fail_path(path) or changed
+        return changed
+
+    def reinstate_path(self, name: str) -> bool:
+        """``reinstate_path NAME``; True if one changed."""
+        changed = False
+        for path in self._paths_named(name):
+            changed = self._reinstate_path(path) or changed
+        return changed
+
+    def set_queue_if_no_path(self, on: bool) -> None:
+        """``queue_if_no_path`` / ``fail_if_no_path``."""
+        self._refuse_if_suspended()
+        self._set_queue_if_no_path(on, save_old=False)
+
+    def _paths_named(self, name: str) -> list[Path]:
+        self._refuse_if_suspended()
+        paths = [p for p in self.paths if name in (p.name, p.device.name)]
+        if not paths:
+            raise MessageError(f"multipath: no path {name!r} in this target")
+        return paths
+
+    def _refuse_if_suspended(self) -> None:
+        if self.context.suspended():
+            raise MessageError("multipath: device is suspended", Status.EBUSY)
 
     @property
     def queue_if_no_path(self) -> bool:
@@ -295,20 +335,15 @@ class MultipathTarget(Target):
     # --- control ----------------------------------------------------------------------
 
     def message(self, argv: list[str]) -> str:
-        if self.context.suspended():
-            raise MessageError("multipath: device is suspended", Status.EBUSY)
+        self._refuse_if_suspended()
         verb = argv[0].lower()
         if len(argv) == 1 and verb in ("queue_if_no_path", "fail_if_no_path"):
-            self._set_queue_if_no_path(verb == "queue_if_no_path", save_old=False)
+            self.set_queue_if_no_path(verb == "queue_if_no_path")
             return ""
         if len(argv) != 2:
             raise MessageError(f"multipath: invalid message arguments: {' '.join(argv)!r}")
         if verb in ("fail_path", "reinstate_path"):
-            paths = [p for p in self.paths if argv[1] in (p.name, p.device.name)]
-            if not paths:
-                raise MessageError(f"multipath: no path {argv[1]!r} in this target")
-            for path in paths:
-                (self._fail_path if verb == "fail_path" else self._reinstate_path)(path)
+            (self.fail_path if verb == "fail_path" else self.reinstate_path)(argv[1])
             return ""
         if verb in ("switch_group", "enable_group", "disable_group"):
             group = self._group_arg(argv[1])

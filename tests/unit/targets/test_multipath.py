@@ -6,6 +6,7 @@ import pytest
 
 from backend.blockio import Op, Status
 from backend.dm import StatusType, parse_table
+from backend.dm.paths import PathTarget
 from backend.errors import MessageError, TableError
 from backend.targets.multipath import MultipathTarget
 
@@ -151,6 +152,30 @@ async def test_messages_refused_with_ebusy_while_suspended() -> None:
         assert err.value.errno is Status.EBUSY
     await md.resume()
     assert md.message(0, ["fail_path", "p0"]) == ""
+
+
+@async_test
+async def test_path_report_protocol_is_what_the_checker_sees_and_uses() -> None:
+    md = make_md(TWO_GROUPS, Paths("p0", "p1", "p2"))
+    target = mpaths(md)[0]
+    assert isinstance(target, PathTarget)
+    seen = events(md)
+    assert [(r.name, r.active) for r in target.path_reports()] == [
+        ("p0", True), ("p1", True), ("p2", True)]
+    assert target.fail_path("p1") is True
+    assert target.fail_path("p1") is False  # already failed: no change, no event
+    assert [r.name for r in target.path_reports() if not r.active] == ["p1"]
+    assert target.reinstate_path("p1") is True
+    assert seen == ["path failed: p1 (2 valid)", "path reinstated: p1 (3 valid)"]
+    with pytest.raises(MessageError) as err:
+        target.fail_path("p9")
+    assert err.value.errno is Status.EINVAL
+    await md.suspend()
+    for verdict in (lambda: target.fail_path("p0"), lambda: target.reinstate_path("p0"),
+                    lambda: target.set_queue_if_no_path(False)):
+        with pytest.raises(MessageError) as err:
+            verdict()
+        assert err.value.errno is Status.EBUSY
 
 
 @pytest.mark.parametrize("argv", [
