@@ -11,7 +11,8 @@ from ..validators import ascii_text, name, uuid
 from .registry import command
 
 if TYPE_CHECKING:
-    from ...daemon import Daemon, MappedInfo
+    from ...daemon import Daemon
+    from ...mapped_devices import MappedInfo
 
 STR, INT, BOOL, NUM = JSONType.STR, JSONType.INT, JSONType.BOOL, JSONType.NUMBER
 
