@@ -298,7 +298,9 @@ class MappedDevice:
         then the table is swapped in and the device resumed. If that implied suspend
         fails or is cancelled it is undone (the device is ACTIVE with the table still
         inactive) and the error raised; if a target refuses preresume, the device stays
-        SUSPENDED with the table inactive, as after any refused resume.
+        SUSPENDED with the table inactive, as after any refused resume. A ``load`` while
+        that suspend runs replaces the inactive table, and the resume swaps in the newer
+        one (one inactive slot; the kernel would take the one it found at the start).
         """
         if self._state is ACTIVE:
             if self._inactive is None:

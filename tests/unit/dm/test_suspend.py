@@ -412,6 +412,33 @@ async def test_resume_of_active_device_suspends_as_asked(noflush: bool,
 
 
 @async_test
+async def test_races_with_the_suspend_a_resume_implies() -> None:
+    """A resume of an ACTIVE device with a table loaded is SUSPENDING while it drains:
+    another resume, a suspend and a remove are refused like during any suspend; a load
+    meanwhile replaces the table in the inactive slot, and that is the table swapped in
+    (vudm has one inactive slot; the kernel's do_resume would swap in the one it found)."""
+    md, devs, r, a, _ = setup()
+    a.hold = True
+    w = r.submit(md, "w", Op.WRITE, 1, 1, b"w")
+    md.load(table("0 200 zero", devs))
+    resume = asyncio.create_task(md.resume())
+    await settle()
+    assert md.state is DeviceState.SUSPENDING
+    for attempt in (md.resume(), md.suspend()):
+        with pytest.raises(StateError) as err:
+            await attempt
+        assert err.value.state == "SUSPENDING"
+    with pytest.raises(StateError):
+        md.remove(force=True)
+    md.load(table("0 200 linear a 0", devs))
+    a.release()
+    assert await resume is True
+    assert w.status is Status.OK
+    assert md.status(StatusType.TABLE) == "0 200 linear a 0"
+    assert (md.state, md.info().inactive_table) == (DeviceState.ACTIVE, False)
+
+
+@async_test
 async def test_suspend_resume_hook_order() -> None:
     md, devs, _, _, _ = setup()
     await md.suspend()
