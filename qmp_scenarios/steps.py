@@ -212,9 +212,10 @@ def add_image(rig: Rig, name: str, size_mb: int) -> Path:
 
 
 async def add_dev(rig: Rig, name: str, uri: str) -> None:
-    """Register device ``name`` (``dm:OTHER`` stacks a mapped device)."""
+    """Register device ``name`` (``dm:OTHER`` stacks a mapped device; for the kernel
+    oracle, tables then name the guest's mapped device OTHER)."""
     async with rig.rec.step(f"add device {name} ({uri})"):
-        await rig.qmp("dev-add", {"name": name, "uri": uri})
+        await rig.dm.add_device(name, uri)
 
 
 async def add_file_dev(rig: Rig, name: str, image: Path) -> None:
@@ -245,11 +246,10 @@ async def kill_path_until_event(rig: Rig, name: str, dm: str, reason: str,
     """SIGKILL path ``name``'s server and wait for the table event ``reason`` on mapped
     device ``dm`` (e.g. a mirror leg or log failing when the next I/O meets it)."""
     async with rig.rec.step(f"kill path {name}, wait for '{reason}'"):
-        mark = rig.events.mark()
+        mark = await rig.dm.event_mark(dm)
         await rig.paths[name].kill()
         rig.result.timings.setdefault(f"kill_{name}", rig.rec.now())
-        await rig.events.wait("DM_EVENT", {"name": dm, "reason": reason}, since=mark,
-                              timeout=timeout)
+        await rig.dm.wait_event(dm, reason, mark, timeout)
 
 
 async def pause_path(rig: Rig, name: str, paused: bool) -> None:
@@ -355,7 +355,7 @@ async def suspend_times_out(rig: Rig, name: str, *, noflush: bool, timeout: floa
             st.detail = str(e)[:200]
         else:
             raise RuntimeError("suspend returned although I/O was stuck in flight")
-        state = (await dm_status(rig, name))["state"]
+        state = await rig.dm.state(name)
         if state != "ACTIVE":
             raise RuntimeError(f"{name} is {state} after the timed-out suspend")
 
@@ -382,7 +382,7 @@ async def dm_status(rig: Rig, name: str) -> dict[str, Any]:
 async def expect_status(rig: Rig, name: str, text: str) -> str:
     """The device's status line must contain ``text`` (e.g. a mirror leg's health)."""
     async with rig.rec.step(f"status of {name} shows {text.strip()!r}") as st:
-        status = str((await dm_status(rig, name))["status"])
+        status = "\n".join((await rig.dm.lines(name)).status)
         st.detail = status
         if text not in status:
             raise RuntimeError(f"{name} status {status!r} lacks {text!r}")

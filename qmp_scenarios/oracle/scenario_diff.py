@@ -8,6 +8,11 @@ every mapped device the final table and status lines (path names as the scenario
 them; the kernel's ``major:minor`` are mapped back) and the number of table events. Any
 disagreement is a vudm bug until shown otherwise: the exit status is 1.
 
+A row may differ on purpose: docs/kernel-differences.md, section "Scenario differences",
+lists such rows (``#### SCENARIO: ROW`` with the kernel's and vudm's values and the
+reason). A row that differs with exactly the documented values is shown with ``~`` and
+does not make the scenario disagree; any other difference does.
+
 One normalisation: a multipath status line's priority-group state is compared as A/E
 versus D. Whether a group is the current one (A) or merely enabled (E) at the end depends
 on whether the run's last I/O chose a path after the last path event; both sides flip
@@ -16,6 +21,7 @@ between runs of the same scenario (seen in the seed-001 matrix), so it is no ver
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +35,16 @@ class Row:
     what: str
     vudm: str
     kernel: str
+    why: str = ""
+    """Set when the row differs exactly as docs/kernel-differences.md says, and why."""
 
     @property
     def same(self) -> bool:
         return self.vudm == self.kernel
+
+    @property
+    def ok(self) -> bool:
+        return self.same or bool(self.why)
 
 
 @dataclass
@@ -44,7 +56,7 @@ class ScenarioDiff:
 
     @property
     def agree(self) -> bool:
-        return all(r.same for r in self.rows)
+        return all(r.ok for r in self.rows)
 
     def report(self) -> str:
         width = max([len(r.what) for r in self.rows] + [10])
@@ -53,14 +65,16 @@ class ScenarioDiff:
                  f"{'AGREE' if self.agree else 'DISAGREE'}",
                  f"  {'':<{width}}  {'vudm':<{col}}  kernel"]
         for r in self.rows:
-            mark = " " if r.same else "!"
+            mark = " " if r.same else "~" if r.why else "!"
             lines.append(f"{mark} {r.what:<{width}}  {r.vudm:<{col}}  {r.kernel}")
+            if not r.same and r.why:
+                lines.append(f"    documented: {r.why}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, object]:
         return {"scenario": self.name, "agree": self.agree,
                 "rows": [{"what": r.what, "vudm": r.vudm, "kernel": r.kernel,
-                          "same": r.same} for r in self.rows],
+                          "same": r.same, "documented": r.why} for r in self.rows],
                 "vudm": self.vudm.to_json() if self.vudm else None,
                 "kernel": self.kernel.to_json() if self.kernel else None}
 
@@ -71,7 +85,10 @@ def saw_eio(result: ScenarioResult) -> bool:
                                                                   or fio.errors > 0))
 
 
-def compare(name: str, vudm: ScenarioResult, kernel: ScenarioResult) -> ScenarioDiff:
+def compare(name: str, vudm: ScenarioResult, kernel: ScenarioResult,
+            documented: dict[tuple[str, str], DocumentedRow] | None = None) -> ScenarioDiff:
+    """The rows of ``vudm`` versus ``kernel``; ``documented`` (default: read from
+    docs/kernel-differences.md) marks the deliberate differences."""
     diff = ScenarioDiff(name, vudm=vudm, kernel=kernel)
     rows = diff.rows
     rows.append(Row("verdict", _verdict(vudm), _verdict(kernel)))
@@ -88,7 +105,54 @@ def compare(name: str, vudm: ScenarioResult, kernel: ScenarioResult) -> Scenario
                                 vl[i] if i < len(vl) else "-", kl[i] if i < len(kl) else "-"))
         rows.append(Row(f"{dm} events", str(v.get("event_nr", "-")),
                         str(k.get("event_nr", "-"))))
+    if documented is None:
+        documented = documented_rows(DOC.read_text())
+    for r in rows:
+        doc = documented.get((name, r.what))
+        if doc is not None and not r.same and (doc.vudm, doc.kernel) == (r.vudm, r.kernel):
+            r.why = doc.why
     return diff
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "kernel-differences.md"
+_DOC_ROW = re.compile(r"^#### (\S+): (.+)$")
+_DOC_FIELD = re.compile(r"^- (kernel|vudm|why): `?(.*?)`?$")
+
+
+@dataclass(frozen=True)
+class DocumentedRow:
+    kernel: str
+    vudm: str
+    why: str
+
+
+def documented_rows(text: str) -> dict[tuple[str, str], DocumentedRow]:
+    """The ``#### SCENARIO: ROW`` entries of docs/kernel-differences.md (each with
+    ``- kernel:``, ``- vudm:`` and ``- why:``); ValueError on an incomplete entry."""
+    out: dict[tuple[str, str], DocumentedRow] = {}
+    key: tuple[str, str] | None = None
+    fields: dict[str, str] = {}
+
+    def close() -> None:
+        if key is None:
+            return
+        missing = [f for f in ("kernel", "vudm", "why") if f not in fields]
+        if missing:
+            raise ValueError(f"kernel-differences.md: {key[0]}: {key[1]} lacks "
+                             f"{', '.join(missing)}")
+        out[key] = DocumentedRow(fields["kernel"], fields["vudm"], fields["why"])
+
+    for line in text.splitlines():
+        if m := _DOC_ROW.match(line):
+            close()
+            key, fields = (m.group(1), m.group(2).strip()), {}
+        elif key is not None and (m := _DOC_FIELD.match(line)):
+            fields[m.group(1)] = m.group(2)
+        elif line.startswith("#"):
+            close()
+            key = None
+    close()
+    return out
 
 
 def group_states(line: str) -> str:
