@@ -53,9 +53,6 @@ class Daemon:
 
     # -- mapped devices --------------------------------------------------------------
 
-    def mapped_entry(self, name: str) -> MappedEntry:
-        return self.registry.mapped_entry(name)
-
     async def create_dm(self, name: str, table: str, *, uuid: str = "",
                         suspended: bool = False) -> None:
         """dmsetup create: a new mapped device with ``table`` live (or waiting)."""
