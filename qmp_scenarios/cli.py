@@ -10,9 +10,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from backend.control.cli import register_subcommand
-
-from . import oracle_cli  # noqa: F401 - registers ``vudm oracle``
+from backend.control.cli import Subcommand
 
 
 def _setup(p: argparse.ArgumentParser) -> None:
@@ -80,5 +78,5 @@ def _diff(ns: argparse.Namespace, workdir: Path) -> int:
     return 0 if diff.agree else 1
 
 
-register_subcommand("scenario", help="run QMP scenarios against real guests",
-                    setup=_setup, run=_run)
+SCENARIO = Subcommand("scenario", "run QMP scenarios against real guests", _setup, _run)
+"""``vudm scenario``: pyproject.toml names it in the ``vudm.scenarios`` entry points."""

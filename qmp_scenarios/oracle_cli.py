@@ -9,7 +9,7 @@ import json
 import logging
 from pathlib import Path
 
-from backend.control.cli import register_subcommand
+from backend.control.cli import Subcommand
 
 
 def _setup(p: argparse.ArgumentParser) -> None:
@@ -41,5 +41,6 @@ def _run(ns: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-register_subcommand("oracle", help="compare vudm with the guest kernel's device-mapper",
-                    setup=_setup, run=_run)
+ORACLE = Subcommand("oracle", "compare vudm with the guest kernel's device-mapper",
+                    _setup, _run)
+"""``vudm oracle``: pyproject.toml names it in the ``vudm.scenarios`` entry points."""

@@ -5,15 +5,16 @@ Every verb is one QMP command (or query) against the daemon picked by ``--qmp PA
 ``--json`` prints the QMP return value instead. A refused command exits 1 with the
 daemon's own message on stderr; a usage error exits 2.
 
-Other packages add verbs with :func:`register_subcommand` (``vudm scenario ...``); the
-modules in ``PLUGINS`` are imported, when installed, before the parser is built.
+Other packages add verbs (``vudm scenario ...``) as :class:`Subcommand` objects named
+by entry points in the ``vudm.scenarios`` group: the CLI finds them there and never
+names those packages (they sit above it: they drive the daemon through this CLI).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
+import importlib.metadata
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     from .qsd_args import QsdSetup
     from .serve import Listeners
 
-PLUGINS = ("qmp_scenarios.cli",)
-"""Modules that register extra subcommands when imported (missing ones are skipped)."""
+PLUGIN_GROUP = "vudm.scenarios"
+"""The entry point group of other packages' verbs: ``NAME = "module:SUBCOMMAND"``."""
 
 Setup = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -52,14 +53,17 @@ class Subcommand:
     run: Run
 
 
-_extra: dict[str, Subcommand] = {}
-
-
-def register_subcommand(name: str, *, help: str, setup: Setup, run: Run) -> None:
-    """Add ``vudm NAME``; ``run(namespace)`` returns the exit status."""
-    if name in _extra:
-        raise ValueError(f"vudm subcommand {name!r} registered twice")
-    _extra[name] = Subcommand(name, help, setup, run)
+def plugin_subcommands() -> list[Subcommand]:
+    """The verbs installed packages declare under :data:`PLUGIN_GROUP` (loading one
+    imports its module, so only the names' modules, not their libraries, should load)."""
+    found = []
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        verb = ep.load()
+        if not isinstance(verb, Subcommand) or verb.name != ep.name:
+            raise TypeError(f"entry point {PLUGIN_GROUP}: {ep.name} = {ep.value} is not "
+                            f"a Subcommand named {ep.name!r}")
+        found.append(verb)
+    return found
 
 
 # -- verbs ----------------------------------------------------------------------------
@@ -216,7 +220,8 @@ def _verb(sub: Any, common: argparse.ArgumentParser, name: str, verb: Verb, help
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: Sequence[Subcommand] = ()) -> argparse.ArgumentParser:
+    """The whole ``vudm`` parser, with the ``extra`` verbs (ValueError on a name twice)."""
     common = _common()
     parser = argparse.ArgumentParser(
         prog="vudm", parents=[common],
@@ -298,10 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--force", action="store_true", help="even with a guest attached")
     _verb(exp, common, "ls", _export_ls, "list exports")
 
-    for extra in _extra.values():
-        p = sub.add_parser(extra.name, help=extra.help)
-        extra.setup(p)
-        p.set_defaults(run=extra.run)
+    for verb in extra:
+        if verb.name in sub.choices:
+            raise ValueError(f"vudm subcommand {verb.name!r} registered twice")
+        p = sub.add_parser(verb.name, help=verb.help)
+        verb.setup(p)
+        p.set_defaults(run=verb.run)
     return parser
 
 
@@ -374,16 +381,10 @@ async def _run_verb(ns: argparse.Namespace) -> Output:
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: parse, run one verb, print, return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    # The daemon needs no plugin verb, and importing them (the scenario library) doubles
-    # its start-up time: what a restarted daemon's guests wait through.
+    # The daemon needs no plugin verb, and loading them costs start-up time: what a
+    # restarted daemon's guests wait through.
     serving = next((a for a in args if not a.startswith("-")), None) == "serve"
-    for module in () if serving else PLUGINS:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name is None or not module.startswith(e.name):
-                raise
-    ns = build_parser().parse_args(args)
+    ns = build_parser(() if serving else plugin_subcommands()).parse_args(args)
     if hasattr(ns, "run"):
         status: int = ns.run(ns)
         return status

@@ -195,9 +195,8 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 2
 
 
-def test_subcommand_registration_hook(capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_extra", {})
+def test_plugin_verbs_come_from_entry_points(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
 
     def setup(p: argparse.ArgumentParser) -> None:
@@ -207,11 +206,19 @@ def test_subcommand_registration_hook(capsys: pytest.CaptureFixture[str],
         seen.append(ns.what)
         return 3
 
-    cli.register_subcommand("frobnicate", help="test verb", setup=setup, run=run)
-    with pytest.raises(ValueError, match="registered twice"):
-        cli.register_subcommand("frobnicate", help="again", setup=setup, run=run)
+    verb = cli.Subcommand("frobnicate", "test verb", setup, run)
+    monkeypatch.setattr(cli, "plugin_subcommands", lambda: [verb])
     assert cli.main(["frobnicate", "it"]) == 3
     assert seen == ["it"]
+    with pytest.raises(ValueError, match="registered twice"):
+        cli.build_parser([verb, verb])
+
+
+def test_the_scenario_verbs_are_installed_entry_points() -> None:
+    names = {v.name for v in cli.plugin_subcommands()}
+    assert {"scenario", "oracle"} <= names
+    parser = cli.build_parser(cli.plugin_subcommands())
+    assert parser.parse_args(["scenario", "list"]).scenario_cmd == "list"
 
 
 def test_multipath_table_status_messages_like_dmsetup(
