@@ -34,7 +34,8 @@ class ThreadedDaemon:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            async with VudmServer(self.qmp_path):
+            # no path checker: it would reinstate a path a test failed by message
+            async with VudmServer(self.qmp_path, checker_interval=0):
                 self._ready.set_result(None)
                 await self._stop.wait()
         except BaseException as e:
