@@ -77,7 +77,7 @@ class VudmBackend:
 
 class TransportBackend:
     """vudm's vhost-user-blk transport straight on the ``file:`` device, no mapped
-    device (``python -m backend.vhost.serve_file``): what vudm costs without dm."""
+    device (``python -m backend.serve_file``): what vudm costs without dm."""
 
     label = "vudm-transport"
 
@@ -99,7 +99,7 @@ class TransportBackend:
         try:
             with (self.rundir / "serve_file.log").open("ab") as logf:
                 self.proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "backend.vhost.serve_file", str(self.image),
+                    sys.executable, "-m", "backend.serve_file", str(self.image),
                     str(self.socket), "--ready-fd", str(wfd), "--log-level", "WARNING",
                     pass_fds=(wfd,), stdin=asyncio.subprocess.DEVNULL, stdout=logf,
                     stderr=logf)

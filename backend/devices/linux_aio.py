@@ -9,7 +9,7 @@ thread, so no queue, no GIL hand-off, no wake-up per I/O. (Buffered descriptors 
 make io_submit block: callers must not use them.)
 
 Batching costs latency for CPU: at QD16-32 the requests a reap frees go back together
-(13-30 per io_submit in bench_file), which saves 2-4 µs of CPU per I/O over one
+(13-30 per io_submit in backend.bench.file), which saves 2-4 µs of CPU per I/O over one
 io_submit each, but leaves the device idle while they are being prepared.
 
 The syscalls go through libc's ``syscall()``, so nothing beyond libc is needed; the

@@ -106,7 +106,7 @@ def test_capacity_serial_verify_big_requests_and_read_only(
 
 
 class Backend:
-    """``python -m backend.vhost.serve_file`` as a child: started, SIGKILLed, restarted."""
+    """``python -m backend.serve_file`` as a child: started, SIGKILLed, restarted."""
 
     def __init__(self, image: Path, socket_path: Path, log_path: Path, *args: str) -> None:
         self.image = image
@@ -121,7 +121,7 @@ class Backend:
         rfd, wfd = os.pipe()
         with self.log_path.open("ab") as logf:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "backend.vhost.serve_file", str(self.image),
+                sys.executable, "-m", "backend.serve_file", str(self.image),
                 str(self.socket_path), "--ready-fd", str(wfd), *self.args,
                 cwd=ROOT, pass_fds=(wfd,), stdin=asyncio.subprocess.DEVNULL,
                 stdout=logf, stderr=logf)

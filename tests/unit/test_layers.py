@@ -81,11 +81,6 @@ LAYERS = (
 
 
 PENDING_IMPORTS = {
-    ("backend.vhost.serve_file", "backend.devices.file"),
-    ("qmp_scenarios.bench_file", "backend.devices.file"),
-    *(("qmp_scenarios.bench_path", m) for m in (
-        "backend.devices.file", "backend.devices.mem", "backend.dm.mapped_device",
-        "backend.dm.table", "backend.targets", "backend.vhost.blk", "backend.vhost.devsink")),
 }
 """Issue 15's known wrong imports, being fixed: each fix removes its lines (an entry
 that is no longer true fails the test, so the list only shrinks)."""

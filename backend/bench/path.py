@@ -1,4 +1,4 @@
-"""``python -m qmp_scenarios.bench_path``: vudm's whole per-I/O Python path, no guest.
+"""``python -m backend.bench.path``: vudm's whole per-I/O Python path, no guest.
 
 What a guest request costs from the virtqueue element to the used ring, in this process:
 ``VirtioBlkDevice`` pops elements laid out in memory as libvhost-user lays them out
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 4096
 _ELEM = struct.Struct("<III4xQQ")  # index, out_num, in_num, in_sg*, out_sg*
 _OUTHDR = struct.Struct("<IIQ")
@@ -192,6 +192,13 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(res))
 
 
+def _module_in(tree: Path) -> str:
+    """This benchmark's module in ``tree`` (older checkouts had it in qmp_scenarios/)."""
+    if (tree / "backend" / "bench" / "path.py").exists():
+        return "backend.bench.path"
+    return "qmp_scenarios.bench_path"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=ROOT / "build" / "bench-file.img")
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         _child(args)
         return
-    from qmp_scenarios.bench_file import make_image
+    from backend.bench.file import make_image
 
     make_image(args.image, args.size_mib << 20)
     trees = [ROOT, *[t.resolve() for t in args.tree]]
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         for tree, path, qd in order:
             # a child per run: each version imports its own code, nothing warms the next
             out = subprocess.run(
-                [sys.executable, "-m", "qmp_scenarios.bench_path", "--child",
+                [sys.executable, "-m", _module_in(tree), "--child",
                  "--image", str(args.image), "--path", path, "--qd", str(qd),
                  "--seconds", str(args.seconds), "--op", args.op, "--device", args.device]
                 + (["--calls"] if args.calls else []),

@@ -1,4 +1,4 @@
-"""``python -m qmp_scenarios.bench_file``: the file: device's engines, no guest, no vhost.
+"""``python -m backend.bench.file``: the file: device's engines, no guest, no vhost.
 
 Keeps QD random 4k O_DIRECT reads (or writes) in flight on a 1 GiB file (written once with random
 data, so reads hit the disk rather than holes) through ``FileDevice.submit``, as vhost/
@@ -22,7 +22,7 @@ from pathlib import Path
 from backend.blockio import Op, Status
 from backend.devices.file import AioEngine, FileDevice
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 4096
 
 

@@ -1,12 +1,13 @@
 """Serve one file as a vhost-user-blk export, with nothing between (tests, benchmarks).
 
-``python -m backend.vhost.serve_file IMAGE SOCKET [--read-only] [--num-queues N]
+``python -m backend.serve_file IMAGE SOCKET [--read-only] [--num-queues N]
 [--serial S] [--ready-fd FD [--progress-every N]]`` runs until SIGTERM/SIGINT; SIGUSR1
 drops the current front-end (it reconnects if it can). With ``--ready-fd`` it writes
 "ready\\n" to that fd once the socket listens, and "progress N\\n" after every N completed
 bios, so a parent waits on a pipe instead of polling. It exists so a backend can be
 SIGKILLed and restarted for real (reconnect tests) and measured on its own (CPU per I/O)
-before the daemon exists.
+before the daemon exists. It joins vhost/ to a devices/ file, so it lives above both
+(vhost/ serves any sink and never imports devices/).
 """
 
 from __future__ import annotations
