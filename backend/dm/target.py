@@ -5,7 +5,10 @@ A target type is a subclass of :class:`Target` registered by name (see
 ``cls(context, begin, length, resolve)`` and then calls :meth:`Target.ctr` with the line's
 arguments. Policy (pushback, noflush, splitting, flush fan-out) lives in the core: a
 target only answers ``MapResult`` / ``EndIo`` values and says REQUEUE when it wants an
-I/O back.
+I/O back. Everything else a target needs comes from ``self.context`` (a
+:class:`TargetContext`): time and timers, call_soon, background work, table events
+(:class:`backend.dm.events.TableEvent`), the device's suspend state; ``self.log`` is
+the target module's logger for its mapped device.
 
 Life cycle and hooks, in the order the core calls them::
 
