@@ -19,7 +19,17 @@ from targets.mpath_support import (
 
 from backend.blockio import Op, Status
 from backend.checker import CheckAction, PathChecker
-from backend.dm import MappedDevice
+from backend.dm import (
+    Clone,
+    MappedDevice,
+    MapResult,
+    StatusType,
+    Target,
+    parse_table,
+    register,
+    registered,
+)
+from backend.dm.paths import PathReport
 
 
 class Emitted:
@@ -163,3 +173,62 @@ async def test_loop_runs_until_stopped() -> None:
 def test_bad_interval() -> None:
     with pytest.raises(ValueError):
         PathChecker(list, interval=0)
+
+
+class ReportingTarget(Target):
+    """Not multipath: a target that only speaks the path-report protocol (and maps to
+    its first path), to show that protocol is all the checker needs."""
+
+    no_path_retry: int | None = None
+    queue_if_no_path = False
+
+    def ctr(self, args: list[str]) -> None:
+        self.devices = {name: self.get_device(name) for name in args}
+        self.active = dict.fromkeys(args, True)
+        self.verdicts: list[str] = []
+
+    def map(self, clone: Clone) -> MapResult:
+        clone.remap(next(iter(self.devices.values())), clone.sector)
+        return MapResult.REMAPPED
+
+    def status(self, kind: StatusType) -> str:
+        return " ".join(self.devices)
+
+    def path_reports(self) -> list[PathReport]:
+        return [PathReport(n, d, self.active[n]) for n, d in self.devices.items()]
+
+    def fail_path(self, name: str) -> bool:
+        self.verdicts.append(f"fail {name}")
+        changed, self.active[name] = self.active[name], False
+        return changed
+
+    def reinstate_path(self, name: str) -> bool:
+        self.verdicts.append(f"reinstate {name}")
+        changed, self.active[name] = not self.active[name], True
+        return changed
+
+    def set_queue_if_no_path(self, on: bool) -> None:
+        self.verdicts.append(f"queueing {on}")
+
+
+if "test-path-report" not in registered():
+    register("test-path-report")(ReportingTarget)
+
+
+@async_test
+async def test_any_target_speaking_the_path_report_protocol_is_checked() -> None:
+    paths = Paths("p0", "p1")
+    md = MappedDevice("rp")
+    md.create(parse_table("0 200 test-path-report p0 p1", paths))
+    assert md.live_table is not None
+    target = md.live_table.targets[0]
+    assert isinstance(target, ReportingTarget)
+    emitted = Emitted()
+    checker = PathChecker(lambda: [md], emitted, interval=0.01, timeout=0.2)
+    paths.kill("p1")
+    assert await checker.check_once() == [CheckAction("rp", "p1", "fail_path")]
+    paths["p1"].restart()
+    assert await checker.check_once() == [CheckAction("rp", "p1", "reinstate_path")]
+    assert target.verdicts == ["fail p1", "reinstate p1"]
+    assert emitted.events == [("PATH_FAILED", {"name": "rp", "dev": "p1"}),
+                              ("PATH_REINSTATED", {"name": "rp", "dev": "p1"})]
