@@ -22,8 +22,8 @@ from typing import Protocol, runtime_checkable
 
 from .blockio import BlockDevice
 from .devices.nbd import open_nbd_offline
-from .devices.schemes import mapped_device_name
-from .devices.uri import open_uri, scheme_of
+from .devices.schemes import mapped_device_name, open_uri
+from .devices.uri import scheme_of
 from .dm import MappedBlockDevice, MappedDevice, Table, parse_table
 from .errors import DeviceError
 

@@ -35,8 +35,8 @@ def _setup(p: argparse.ArgumentParser) -> None:
 def _run(ns: argparse.Namespace) -> int:
     # Imported here, not at the top: every ``vudm`` command (``vudm serve`` too) loads
     # this module, and the scenario library is a fifth of a second of imports.
+    from .catalog import all_scenarios, get_scenario
     from .evidence import describe
-    from .registry import all_scenarios, get_scenario
     from .runner import run_scenario
 
     if ns.scenario_cmd == "list":

@@ -22,14 +22,34 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from guests.kernel_dm import KernelDm as GuestDmsetup
 from guests.machine import Guest
 
+from .events import EventLog
+from .result import Recorder
+
 if TYPE_CHECKING:
     from .nbd_server import NbdServer
-    from .rig import Rig
+
+
+class Rig(Protocol):
+    """What a dm backend uses of the rig (qmp_scenarios.rig.Rig, which builds the
+    backend: importing it back would be a circle)."""
+
+    guest: Guest | None
+    rec: Recorder
+
+    @property
+    def events(self) -> EventLog: ...
+
+    async def qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any: ...
+
+    def socket_path(self, name: str) -> Path: ...
+
+    def need_guest(self) -> Guest: ...
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """Named scenarios, registered by decorator: ``vudm scenario list`` shows them.
 
+The library's modules import this one to register; looking scenarios up (which loads
+the library) is :mod:`qmp_scenarios.catalog`'s, so neither side imports the other back.
+
 Each scenario says what the guest must see (``expect``), which family it belongs to
 (every family has a "no-eio" member and an "eio" sibling showing the same checks catch
 an error) and the evidence it must produce: the daemon counters that prove its rule ran
@@ -8,7 +11,6 @@ an error) and the evidence it must produce: the daemon counters that prove its r
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -70,19 +72,6 @@ def unregister(name: str) -> None:
     _scenarios.pop(name, None)
 
 
-def all_scenarios() -> list[Scenario]:
-    _load()
-    return sorted(_scenarios.values(), key=lambda s: s.name)
-
-
-def get_scenario(name: str) -> Scenario:
-    _load()
-    try:
-        return _scenarios[name]
-    except KeyError:
-        known = ", ".join(sorted(_scenarios))
-        raise KeyError(f"unknown scenario {name!r} (known: {known})") from None
-
-
-def _load() -> None:
-    importlib.import_module("qmp_scenarios.scenarios")  # registers the library
+def registered() -> dict[str, Scenario]:
+    """The scenarios registered so far (:mod:`.catalog` loads the library first)."""
+    return dict(_scenarios)

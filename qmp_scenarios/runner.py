@@ -21,7 +21,7 @@ from pathlib import Path
 from guests.machine import Guest
 
 from .evidence import Counters, Declared, shortfalls
-from .registry import Expect, get_scenario
+from .registry import Expect
 from .result import EvidenceRecord, ScenarioResult
 from .rig import Rig
 from .steps import collect_guest_errors
@@ -113,6 +113,8 @@ async def run_scenario(name: str, workdir: Path, *, json_path: Path | None = Non
                        oracle: str = "vudm") -> ScenarioResult:
     """Run registered scenario ``name`` on a fresh rig (or on ``guest``, already up);
     ``oracle="kernel"`` runs its dm steps on the guest kernel's own dm instead."""
+    from .catalog import get_scenario  # loads the library: only when one is run
+
     sc = get_scenario(name)
     return await run_steps(sc.fn, workdir, name=name, expect=sc.expect,
                            image_mb=sc.image_mb, json_path=json_path, png_path=png_path,

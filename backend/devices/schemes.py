@@ -1,4 +1,5 @@
-"""Openers of the built-in URI schemes (each a few lines; the devices live elsewhere).
+"""Openers of the built-in URI schemes (each a few lines; the devices live elsewhere),
+and :func:`open_uri`, which opens a URI through them.
 
 ``dm:NAME`` names another mapped device of the daemon (stacking). Devices sit below the
 dm core, so this module cannot open one: the daemon's device registry opens ``dm:`` URIs
@@ -14,13 +15,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ..blockio import BlockDevice
-from ..errors import DeviceError
+from ..errors import DeviceError, LimitError
 from ..limits import show
 from .file import AIO_ENGINES, FileDevice, close_backing, open_backing
 from .mem import MemDevice, NullDevice
 from .nbd import open_nbd
 from .offloop import run_blocking
-from .uri import parse_size, register_scheme
+from .uri import opener_for, parse_size, register_scheme
 
 
 @register_scheme("file")
@@ -105,3 +106,17 @@ async def _open_dm(
 ) -> BlockDevice:
     mapped_device_name(uri)
     raise DeviceError(f"{uri}: no mapped devices to stack on here (no daemon)")
+
+
+async def open_uri(
+    name: str, uri: str, *, read_only: bool = False,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> BlockDevice:
+    """Open the device a URI names; raise DeviceError naming the problem."""
+    opener = opener_for(uri)
+    try:
+        return await opener(name, uri, read_only, loop or asyncio.get_running_loop())
+    except (LimitError, ValueError) as e:
+        # urlsplit's own complaints (a bad IPv6 host, a bad port) and the limits of the
+        # parts a URI decodes to.
+        raise DeviceError(f"bad device URI {show(uri)}: {e}") from None

@@ -1,8 +1,10 @@
 """Device URIs: ``file:/path``, ``null:SIZE``, ``mem:SIZE``, ``nbd+unix:///exp?socket=P``,
 ``nbd://host:port/exp``, ``dm:NAME``.
 
-Each scheme has one opener, registered here by name; ``open_uri`` parses and dispatches,
-and a bad URI gets a DeviceError naming what is wrong with it.
+Each scheme has one opener, registered here by name (:mod:`.schemes` registers the
+built-in ones and opens a URI with ``open_uri``); a bad URI gets a DeviceError naming
+what is wrong with it. This module parses and looks up only, so the schemes' modules
+can use it without a circle.
 """
 
 from __future__ import annotations
@@ -68,24 +70,15 @@ def scheme_of(uri: str) -> str:
     return scheme
 
 
-async def open_uri(
-    name: str, uri: str, *, read_only: bool = False,
-    loop: asyncio.AbstractEventLoop | None = None,
-) -> BlockDevice:
-    """Open the device a URI names; raise DeviceError naming the problem."""
+def opener_for(uri: str) -> Opener:
+    """The opener registered for ``uri``'s scheme; DeviceError naming an unknown one."""
     scheme = scheme_of(uri)
-    _load_builtin_schemes()
     opener = _openers.get(scheme)
     if opener is None:
         known = ", ".join(sorted(_openers))
         raise DeviceError(f"bad device URI {show(uri)}: unknown scheme {show(scheme)}"
                           f" (known: {known})")
-    try:
-        return await opener(name, uri, read_only, loop or asyncio.get_running_loop())
-    except (LimitError, ValueError) as e:
-        # urlsplit's own complaints (a bad IPv6 host, a bad port) and the limits of the
-        # parts a URI decodes to.
-        raise DeviceError(f"bad device URI {show(uri)}: {e}") from None
+    return opener
 
 
 def check_decoded(uri: str, part: str, value: str) -> str:
@@ -95,7 +88,3 @@ def check_decoded(uri: str, part: str, value: str) -> str:
     except LimitError as e:
         raise DeviceError(f"bad device URI {show(uri)}: {e}") from None
 
-
-def _load_builtin_schemes() -> None:
-    # Imported late so that each scheme's module registers itself once.
-    from . import schemes  # noqa: F401

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from backend.blockio import SECTOR_SHIFT, SECTOR_SIZE, Bio, Completion, IoVec, Op, Status
 
-if TYPE_CHECKING:
-    from backend.dm.mapped_device import MappedDevice
+
+class Stackable(Protocol):
+    """What a MappedBlockDevice needs of the mapped device under it. A protocol, not
+    MappedDevice itself: mapped_device.py hands itself out through this module, so
+    importing it back would be a circle."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size_sectors(self) -> int: ...
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def submit_bio(self, bio: Bio) -> None: ...
 
 
 class MappedBlockDevice:
     """BlockDevice over a MappedDevice; holds the device open until ``close``."""
 
-    def __init__(self, md: MappedDevice, read_only: bool = False) -> None:
+    def __init__(self, md: Stackable, read_only: bool = False) -> None:
         self.md = md
         self._read_only = read_only
         self._open = True

@@ -15,7 +15,7 @@ import pytest
 
 from backend.blockio import Bio, Op, Status
 from backend.devices.nbd import NbdDevice
-from backend.devices.uri import open_uri
+from backend.devices.schemes import open_uri
 from backend.dm import MappedDevice, parse_table
 from qmp_scenarios.nbd_server import NbdServer
 

@@ -10,7 +10,7 @@ import pytest
 
 from backend.blockio import Op, Status
 from backend.devices.nbd import NbdAddress, NbdDevice
-from backend.devices.uri import open_uri
+from backend.devices.schemes import open_uri
 from backend.errors import DeviceError
 from qmp_scenarios.nbd_server import NbdServer
 from qmp_scenarios.netns import NetRig, run_in_netns

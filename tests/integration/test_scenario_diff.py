@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from guests.image import GuestImage
+from qmp_scenarios.catalog import all_scenarios
 from qmp_scenarios.oracle.scenario_diff import diff_scenario
-from qmp_scenarios.registry import all_scenarios
 
 NO_KERNEL_SIDE = {"seed001-noflush-suspend-timeout", "seed001-interrupted-suspend-pushback",
                   "seed001-interrupted-suspend-late-requeue-eio",

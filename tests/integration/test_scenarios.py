@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from guests.image import GuestImage
-from qmp_scenarios.registry import all_scenarios
+from qmp_scenarios.catalog import all_scenarios
 from qmp_scenarios.runner import run_scenario
 
 SCENARIOS = [s.name for s in all_scenarios()]

@@ -86,10 +86,6 @@ PENDING_IMPORTS = {
 that is no longer true fails the test, so the list only shrinks)."""
 PENDING_CIRCLES = {
     ("backend.dm.clone", "backend.dm.target"),
-    ("backend.dm.mapped_device", "backend.dm.stacking"),
-    ("backend.devices.nbd", "backend.devices.schemes", "backend.devices.uri"),
-    ("qmp_scenarios.dm_backends", "qmp_scenarios.rig"),
-    ("qmp_scenarios.registry", "qmp_scenarios.scenarios"),
 }
 """Issue 15's known circles, being broken (a circle is known when its first two
 members are listed)."""

@@ -17,7 +17,7 @@ import pytest
 from backend.blockio import Op, Status
 from backend.devices import file as file_mod
 from backend.devices.file import AIO_ENGINES, AioEngine, FileDevice
-from backend.devices.uri import open_uri
+from backend.devices.schemes import open_uri
 from backend.errors import DeviceError
 
 

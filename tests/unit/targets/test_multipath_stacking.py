@@ -6,7 +6,7 @@ import pytest
 
 from backend.blockio import SECTOR_SIZE, Op, Status
 from backend.devices.mem import MemDevice, NullDevice
-from backend.devices.uri import open_uri
+from backend.devices.schemes import open_uri
 from backend.dm import MappedDevice, parse_table
 from backend.errors import DeviceError
 
