@@ -7,7 +7,7 @@ PYTEST  := .venv/bin/pytest
 STAMPS  := build/stamps
 JOBS    ?= auto
 
-.PHONY: setup host native image distro venv test lint unit integration avocado avocado-ci conformance demo bench clean fuzz
+.PHONY: setup host native image distro venv test lint unit integration avocado avocado-ci oracle-diff conformance demo bench clean fuzz
 
 setup: host native image distro venv
 	@echo "[setup] ready"
@@ -49,6 +49,10 @@ FUZZ_SECONDS ?= 300
 fuzz: venv
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PYTEST) -q -s -p no:cacheprovider \
 		tests/integration/test_fuzz.py
+
+# The kernel-oracle diff of the seed 003/004 and mirror scenarios too (CI diffs seed 001's).
+oracle-diff: setup
+	VUDM_DIFF_ALL=1 $(PYTEST) -q -n $(JOBS) -p no:cacheprovider tests/integration/test_scenario_diff.py
 
 avocado: setup
 	bash tests/avocado/run.sh

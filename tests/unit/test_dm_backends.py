@@ -102,3 +102,10 @@ def test_documented_scenario_rows_name_real_scenarios_and_mark_only_their_values
     assert not compare(key[0], result(int(doc.vudm)), result(int(doc.kernel) + 1)).agree
     assert not compare("seed001-valid-paths", result(int(doc.vudm)),
                        result(int(doc.kernel))).agree
+
+
+def test_scenario_diff_hides_a_degraded_mirrors_sync_count_only() -> None:
+    from qmp_scenarios.oracle.scenario_diff import mirror_sync
+    assert mirror_sync("8 8 mirror 2 m0 m1 3/8 1 AD 1 core") == "8 8 mirror 2 m0 m1 ?/8 1 AD 1 core"
+    assert mirror_sync("8 8 mirror 2 m0 m1 7/8 1 AA 1 core") == "8 8 mirror 2 m0 m1 7/8 1 AA 1 core"
+    assert mirror_sync("0 8 linear m0 0") == "0 8 linear m0 0"
