@@ -233,6 +233,33 @@ class BlockDevice(Protocol):
     ) -> None: ...
 
 
+class BlockDeviceBase:
+    """The name, size and read-only flag every BlockDevice reports, written once.
+
+    Set at construction; a device whose size changes keeps ``_size`` current, and one
+    that computes a value overrides its property (a file re-reads its size, an NBD
+    export is also read-only when its server says so).
+    """
+
+    def __init__(self, name: str, size: int = 0, read_only: bool = False) -> None:
+        self._name = name
+        self._size = size
+        self._read_only = read_only
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+        return self._size
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+
 class BioSink(Protocol):
     """What vhost/ submits guest requests to (a mapped device): bios in, ``bio.end`` out."""
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from ..blockio import Completion, IoVec, Op, Status
+from ..blockio import BlockDeviceBase, Completion, IoVec, Op, Status
 from ..errors import DeviceError
 from ..limits import show
 from . import libc
@@ -187,7 +187,7 @@ def _kind(mode: int) -> str:
     return "not a file"
 
 
-class FileDevice:
+class FileDevice(BlockDeviceBase):
     """A BlockDevice over a file; see the module docstring for how I/O is done.
 
     ``aio`` asks for an engine; ``self.aio`` says which one is in use (``threads`` when
@@ -209,15 +209,13 @@ class FileDevice:
     ) -> None:
         if aio not in AIO_ENGINES:
             raise DeviceError(f"{name}: unknown aio engine {aio!r} (known: native, threads)")
-        self._name = name
+        super().__init__(name, 0, read_only)
         self.path = Path(path)
-        self._read_only = read_only
         if fds is None:
             fds = open_backing(name, self.path, read_only=read_only, direct=direct)
         self._fd_buffered, self._fd_direct = fds
         self.direct = self._fd_direct != self._fd_buffered
         self._blockdev = stat.S_ISBLK(os.fstat(self._fd_buffered).st_mode)
-        self._size = 0
         self._size = self._read_size()
         self._loop = loop or asyncio.get_running_loop()
         self._pool = _WorkerPool(name, workers, self._loop, self._do)
@@ -238,10 +236,6 @@ class FileDevice:
                 log.warning("%s: no Linux AIO context (%s; see /proc/sys/fs/aio-max-nr); "
                             "file devices use worker threads", self._name, e.strerror)
             return None
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     @property
     def size(self) -> int:
@@ -267,10 +261,6 @@ class FileDevice:
             return os.fstat(self._fd_buffered).st_size
         except OSError:
             return self._size
-
-    @property
-    def read_only(self) -> bool:
-        return self._read_only
 
     def submit(
         self, op: Op, offset: int, length: int, iovecs: Sequence[IoVec], done: Completion

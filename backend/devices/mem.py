@@ -14,34 +14,20 @@ import mmap
 from collections import Counter
 from collections.abc import Sequence
 
-from backend.blockio import Completion, IoVec, Op, Status, iov_length, iov_zero
+from backend.blockio import BlockDeviceBase, Completion, IoVec, Op, Status, iov_length, iov_zero
 
 
-class _LoopDevice:
-    """Common part: size, name, validation, and when to complete."""
+class _LoopDevice(BlockDeviceBase):
+    """Common part: validation, and when to complete."""
 
     def __init__(self, name: str, size: int, *, complete_on_loop: bool = False,
                  read_only: bool = False) -> None:
         if size < 0:
             raise ValueError(f"{name}: negative size {size}")
-        self._name = name
-        self._size = size
-        self._read_only = read_only
+        super().__init__(name, size, read_only)
         self.complete_on_loop = complete_on_loop
         self.ops: Counter[Op] = Counter()
         """How many requests of each kind were submitted (for tests)."""
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def read_only(self) -> bool:
-        return self._read_only
 
     def submit(
         self, op: Op, offset: int, length: int, iovecs: Sequence[IoVec], done: Completion

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..blockio import Completion, IoVec, Op, Status
+from ..blockio import BlockDeviceBase, Completion, IoVec, Op, Status
 from ..errors import DeviceError
 from ..limits import show
 from . import nbd_proto as proto
@@ -133,17 +133,16 @@ def _views(iovecs: Sequence[IoVec]) -> list[memoryview]:
             for base, ln in iovecs]
 
 
-class NbdDevice:
+class NbdDevice(BlockDeviceBase):
     """A BlockDevice over one NBD connection; see the module docstring."""
 
     def __init__(self, name: str, address: NbdAddress, *, read_only: bool = False,
                  loop: asyncio.AbstractEventLoop | None = None, size: int = 0) -> None:
-        self._name = name
+        # the size is known before connecting: a restored, disconnected path
+        super().__init__(name, size, read_only)
         self.address = address
-        self._want_ro = read_only
         self._loop = loop or asyncio.get_running_loop()
         self._sock: socket.socket | None = None
-        self._size = size  # known before connecting: a restored, disconnected path
         self._flags = 0
         self._inflight: dict[int, _Pending] = {}
         self._cookie = 0
@@ -162,16 +161,8 @@ class NbdDevice:
     # -- BlockDevice ---------------------------------------------------------------
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
     def read_only(self) -> bool:
-        return self._want_ro or bool(self._flags & proto.TF_READ_ONLY)
+        return self._read_only or bool(self._flags & proto.TF_READ_ONLY)
 
     @property
     def connected(self) -> bool:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from backend.blockio import SECTOR_SHIFT, SECTOR_SIZE, Bio, Completion, IoVec, Op, Status
+from backend.blockio import (
+    SECTOR_SHIFT,
+    SECTOR_SIZE,
+    Bio,
+    BlockDeviceBase,
+    Completion,
+    IoVec,
+    Op,
+    Status,
+)
 
 
 class Stackable(Protocol):
@@ -26,26 +35,19 @@ class Stackable(Protocol):
     def submit_bio(self, bio: Bio) -> None: ...
 
 
-class MappedBlockDevice:
+class MappedBlockDevice(BlockDeviceBase):
     """BlockDevice over a MappedDevice; holds the device open until ``close``."""
 
     def __init__(self, md: Stackable, read_only: bool = False) -> None:
+        super().__init__(f"dm:{md.name}", read_only=read_only)
         self.md = md
-        self._read_only = read_only
         self._open = True
         md.open()
 
     @property
-    def name(self) -> str:
-        return f"dm:{self.md.name}"
-
-    @property
     def size(self) -> int:
+        """The mapped device's size now (a table reload can change it)."""
         return self.md.size_sectors << SECTOR_SHIFT
-
-    @property
-    def read_only(self) -> bool:
-        return self._read_only
 
     def submit(
         self, op: Op, offset: int, length: int, iovecs: Sequence[IoVec], done: Completion
