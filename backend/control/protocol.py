@@ -20,13 +20,13 @@ import json
 import logging
 import os
 import socket
-import stat
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from backend.errors import ProtocolError, StateRefused
+from backend.sockets import claim_socket_path
 
 from .framing import JSONSplitter
 
@@ -213,7 +213,7 @@ class JSONLineServer:
 
 def _bind_private(path: Path) -> socket.socket:
     """A listening unix socket at ``path`` that only its owner may connect to."""
-    _remove_stale_socket(path)
+    claim_socket_path(path, "daemon")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         old = os.umask(0o177)
@@ -229,22 +229,3 @@ def _bind_private(path: Path) -> socket.socket:
         raise
     return sock
 
-
-def _remove_stale_socket(path: Path) -> None:
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise FileExistsError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)
-        return
-    except BlockingIOError:
-        pass  # a full backlog: someone listens there (non-blocking: we never wait)
-    finally:
-        probe.close()
-    raise FileExistsError(f"{path}: another daemon is listening there")

@@ -20,16 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import errno
 import logging
 import os
 import socket
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from backend.errors import VhostUserError
+from backend.sockets import claim_socket_path
 from backend.vhost.libvhost import LibVhostUser
 from backend.vhost.vudev import VirtioDeviceHandler, VuDevice
 
@@ -241,27 +240,6 @@ class VhostUserServer:
 def _claim_path(path: Path) -> None:
     """Make ``path`` free for a new socket: refuse a live one, remove a stale one."""
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise VhostUserError(f"{path} exists and is not a socket")
-    # Non-blocking: a listener whose backlog is full (it never accepts) would keep a
-    # blocking connect() waiting, and the whole daemon with it. EAGAIN means someone
-    # listens there just as surely as an accepted connection does.
-    probe = socket.socket(socket.AF_UNIX,
-                          socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-    try:
-        probe.connect(str(path))
+        claim_socket_path(path)
     except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EINPROGRESS):
-            raise VhostUserError(f"{path} is in use: another server is listening on it"
-                                 " (and not accepting)") from None
-        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise VhostUserError(f"{path}: cannot tell whether it is in use: {exc}") from exc
-    else:
-        raise VhostUserError(f"{path} is in use: another server is listening on it")
-    finally:
-        probe.close()
-    # A stale socket left by a killed server (a backend restart): reuse the path.
-    path.unlink(missing_ok=True)
+        raise VhostUserError(str(exc)) from exc

@@ -43,9 +43,10 @@ class Layer:
 
 
 LAYERS = (
-    Layer("base", ("backend.errors", "backend.limits", "backend.blockio"), (),
-          "what every backend layer shares: the one exception tree, the protocol limits, "
-          "the block I/O vocabulary (Op, Status, BlockDevice, Bio)"),
+    Layer("base", ("backend.errors", "backend.limits", "backend.blockio", "backend.sockets"),
+          (), "what every backend layer shares: the one exception tree, the protocol "
+          "limits, the block I/O vocabulary (Op, Status, BlockDevice, Bio), the unix "
+          "socket path claimer"),
     Layer("devices", ("backend.devices",), ("base",),
           "what targets map onto (file, nbd, mem, null): below dm, they know no table"),
     Layer("vhost", ("backend.vhost",), ("base",),
