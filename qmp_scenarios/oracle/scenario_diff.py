@@ -11,7 +11,10 @@ disagreement is a vudm bug until shown otherwise: the exit status is 1.
 A row may differ on purpose: docs/kernel-differences.md, section "Scenario differences",
 lists such rows (``#### SCENARIO: ROW`` with the kernel's and vudm's values and the
 reason). A row that differs with exactly the documented values is shown with ``~`` and
-does not make the scenario disagree; any other difference does.
+does not make the scenario disagree; any other difference does. A vudm value of ``*``
+is any value (a count vudm's side cannot pin down). ``#### SCENARIO: ROW *``
+covers ROW, ROW 2, ROW 3...: its values are the part of the line that differs (vudm's
+text replaced by the kernel's must give the kernel's line).
 
 Two normalisations, both of numbers that are timing, not rules:
 - a multipath status line's priority-group state is compared as A/E versus D. Whether a
@@ -113,8 +116,16 @@ def compare(name: str, vudm: ScenarioResult, kernel: ScenarioResult,
     if documented is None:
         documented = documented_rows(DOC.read_text())
     for r in rows:
+        if r.same:
+            continue
         doc = documented.get((name, r.what))
-        if doc is not None and not r.same and (doc.vudm, doc.kernel) == (r.vudm, r.kernel):
+        if doc is not None and doc.kernel == r.kernel and doc.vudm in (r.vudm, "*"):
+            r.why = doc.why
+            continue
+        # ``ROW *``: every row named ROW or ROW N that differs by exactly that change
+        doc = documented.get((name, r.what.rstrip("0123456789").rstrip() + " *"))
+        if doc is not None and doc.vudm in r.vudm and \
+                r.vudm.replace(doc.vudm, doc.kernel) == r.kernel:
             r.why = doc.why
     return diff
 

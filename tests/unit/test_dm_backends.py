@@ -96,12 +96,30 @@ def test_documented_scenario_rows_name_real_scenarios_and_mark_only_their_values
         return SimpleNamespace(passed=True, guest=SimpleNamespace(fio=fio, io_errors=[]),
                                dm={"mp": {"table": [], "status": [], "event_nr": events}})
 
-    key = ("seed003-split-requeue-noflush-load", "mp events")
+    key = ("mirror-leg-failure-hold-repair", "mir events")
     doc = rows[key]
-    assert compare(key[0], result(int(doc.vudm)), result(int(doc.kernel))).agree
-    assert not compare(key[0], result(int(doc.vudm)), result(int(doc.kernel) + 1)).agree
-    assert not compare("seed001-valid-paths", result(int(doc.vudm)),
-                       result(int(doc.kernel))).agree
+    mirror = {"mir": {"table": [], "status": [], "event_nr": 0}}
+    def mir(events: int) -> Any:
+        r = result(events)
+        r.dm = {"mir": dict(mirror["mir"], event_nr=events)}
+        return r
+    assert compare(key[0], mir(int(doc.vudm)), mir(int(doc.kernel))).agree
+    assert not compare(key[0], mir(int(doc.vudm)), mir(int(doc.kernel) + 2)).agree
+    assert not compare(key[0], mir(int(doc.vudm) + 1), mir(int(doc.kernel))).agree
+    assert not compare("seed001-valid-paths", mir(int(doc.vudm)), mir(int(doc.kernel))).agree
+    any_count = ("seed003-split-requeue-noflush-load", "mp events")
+    assert rows[any_count].vudm == "*"
+    assert compare(any_count[0], result(7), result(int(rows[any_count].kernel))).agree
+    assert not compare(any_count[0], result(7), result(2)).agree
+
+    line = "0 96 multipath 2 {} 0 0 1 1 A 0 1 0 a2 A 0"
+    def status(bit: int) -> Any:
+        r = result(1)
+        r.dm["mp"]["status"] = [line.format(bit), "96 96 linear", line.format(bit)]
+        return r
+    name = "seed003-split-flush-suspend-eio"
+    assert compare(name, status(1), status(0)).agree
+    assert not compare(name, status(0), status(1)).agree
 
 
 def test_scenario_diff_hides_a_degraded_mirrors_sync_count_only() -> None:
