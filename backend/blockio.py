@@ -125,13 +125,14 @@ def iov_from_bytes(iovecs: Sequence[IoVec], data: bytes) -> None:
 class Bio:
     """One block request: an operation on ``nr_sectors`` from ``sector``, with buffers.
 
-    ``end`` is called exactly once with the final status. ``private`` is free for the
-    layer that owns the bio (a target's per-clone state, the vhost element, ...).
+    ``done`` is called exactly once with the final status (the name a device's
+    ``submit`` gives its callback too). ``private`` is free for the layer that owns the
+    bio (a target's per-clone state, the vhost element, ...).
     ``preflush`` on a WRITE asks for a flush before the data (REQ_PREFLUSH); ``fua``
     for the data to be durable when it completes.
     """
 
-    __slots__ = ("end", "fua", "iovecs", "nr_sectors", "op", "preflush", "private", "sector")
+    __slots__ = ("done", "fua", "iovecs", "nr_sectors", "op", "preflush", "private", "sector")
 
     validated: ClassVar[bool] = False
     """True for a subclass whose maker has checked that the iovecs hold exactly
@@ -144,7 +145,7 @@ class Bio:
         sector: int,
         nr_sectors: int,
         iovecs: Sequence[IoVec],
-        end: Completion,
+        done: Completion,
         *,
         preflush: bool = False,
         fua: bool = False,
@@ -153,7 +154,7 @@ class Bio:
         self.sector = sector
         self.nr_sectors = nr_sectors
         self.iovecs = list(iovecs)
-        self.end = end
+        self.done = done
         self.preflush = preflush
         self.fua = fua
         self.private: Any = None
@@ -261,7 +262,7 @@ class BlockDeviceBase:
 
 
 class BioSink(Protocol):
-    """What vhost/ submits guest requests to (a mapped device): bios in, ``bio.end`` out."""
+    """What vhost/ submits guest requests to (a mapped device): bios in, ``bio.done`` out."""
 
     @property
     def size_sectors(self) -> int: ...

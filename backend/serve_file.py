@@ -38,13 +38,13 @@ class ProgressSink:
         return self.sink.size_sectors
 
     def submit_bio(self, bio: Bio) -> None:
-        end = bio.end
+        done = bio.done
 
         def counted(status: Status) -> None:
             self.completed += 1
             if self.completed % self.every == 0:
                 os.write(self.fd, f"progress {self.completed}\n".encode())
-            end(status)
+            done(status)
 
         # a bio of its own: vhost/'s requests end through a method, not a settable slot
         self.sink.submit_bio(Bio(bio.op, bio.sector, bio.nr_sectors, bio.iovecs, counted,

@@ -9,7 +9,7 @@ every negotiated client.
 
 Each command runs in its own task, so a long ``dm-wait`` does not hold up the client's
 other commands; replies carry the request's ``id`` and may come back out of order. A
-client has at most :data:`MAX_INFLIGHT` commands running: past that its next message is
+client has at most :data:`MAX_IN_FLIGHT` commands running: past that its next message is
 read only when one ends, so one client's flood of requests neither grows the daemon nor
 hands the loop thousands of commands to run in one turn. Replies are never waited on:
 a client that does not read them is disconnected by the transport once they pass its
@@ -37,7 +37,7 @@ from .protocol import Channel, JSONLineServer, Runstate
 log = logging.getLogger(__name__)
 
 _ALLOWED_MEMBERS = frozenset({"execute", "arguments", "id", "control"})
-MAX_INFLIGHT = 64
+MAX_IN_FLIGHT = 64
 """Commands one client may have running at once (dm-waits included)."""
 
 
@@ -69,13 +69,13 @@ class Session:
         self.server = server
         self.channel = channel
         self.phase = Phase.NEGOTIATION
-        self.inflight = 0
+        self.in_flight = 0
         self._room = asyncio.Event()
 
     async def run(self) -> None:
         self.channel.send(self.server.greeting())
         while True:
-            while self.inflight >= MAX_INFLIGHT:
+            while self.in_flight >= MAX_IN_FLIGHT:
                 self._room.clear()
                 await self._room.wait()
             try:
@@ -104,7 +104,7 @@ class Session:
                                      "Expecting capabilities negotiation with"
                                      " 'qmp_capabilities'", msg_id))
             return
-        self.inflight += 1
+        self.in_flight += 1
         self.server.run_command(self._execute(name, arguments, msg_id),
                                 f"qmp-{self.channel.ident}-{name[:64]}")
 
@@ -134,7 +134,7 @@ class Session:
         else:
             self.channel.send(_reply(result, msg_id))
         finally:
-            self.inflight -= 1
+            self.in_flight -= 1
             self._room.set()
 
 

@@ -144,7 +144,7 @@ class NbdDevice(BlockDeviceBase):
         self._loop = loop or asyncio.get_running_loop()
         self._sock: socket.socket | None = None
         self._flags = 0
-        self._inflight: dict[int, _Pending] = {}
+        self._in_flight: dict[int, _Pending] = {}
         self._cookie = 0
         self._out: collections.deque[memoryview] = collections.deque()
         self._writing = False
@@ -184,10 +184,10 @@ class NbdDevice(BlockDeviceBase):
         self._cookie += 1
         cookie = self._cookie
         timeout = self.address.timeout
-        self._inflight[cookie] = _Pending(op, iovecs, done,
+        self._in_flight[cookie] = _Pending(op, iovecs, done,
                                           self._loop.time() + timeout if timeout else 0.0)
         if timeout and self._timer is None:
-            self._timer = self._loop.call_at(self._inflight[cookie].deadline,
+            self._timer = self._loop.call_at(self._in_flight[cookie].deadline,
                                              self._check_deadline)
         hdr = proto.request(_CMD[op], cookie, offset, 0 if op is Op.FLUSH else length)
         self._out.append(memoryview(hdr))
@@ -266,7 +266,7 @@ class NbdDevice(BlockDeviceBase):
         """The oldest request in flight (the first in the dict: cookies only grow) sets
         the next deadline; one timer per device, re-armed lazily, costs nothing per I/O."""
         self._timer = None
-        oldest = next(iter(self._inflight.values()), None)
+        oldest = next(iter(self._in_flight.values()), None)
         if oldest is None:
             return
         if oldest.deadline <= self._loop.time():
@@ -299,7 +299,7 @@ class NbdDevice(BlockDeviceBase):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
         self._out.clear()
-        pending, self._inflight = self._inflight, {}
+        pending, self._in_flight = self._in_flight, {}
         log.info("%s: NBD %s connection lost (%s); failing %d request(s) in flight",
                  self._name, self.address, reason, len(pending))
         for req in pending.values():
@@ -364,7 +364,7 @@ class NbdDevice(BlockDeviceBase):
 
     def _got_header(self) -> None:
         magic, error, cookie = proto.SIMPLE_REPLY.unpack(self._hdr)
-        req = self._inflight.get(cookie)
+        req = self._in_flight.get(cookie)
         if magic != proto.SIMPLE_REPLY_MAGIC or req is None:
             self.disconnect(f"protocol error (magic {magic:#x}, cookie {cookie})")
             return
@@ -373,7 +373,7 @@ class NbdDevice(BlockDeviceBase):
             self._data_cookie = cookie
             if self._data:
                 return
-        del self._inflight[cookie]
+        del self._in_flight[cookie]
         req.done(Status.OK if error == 0 else _nbd_status(error))
 
     def _got_data(self, n: int) -> None:
@@ -384,7 +384,7 @@ class NbdDevice(BlockDeviceBase):
         self._data.pop(0)
         if self._data:
             return
-        self._inflight.pop(self._data_cookie).done(Status.OK)
+        self._in_flight.pop(self._data_cookie).done(Status.OK)
 
 
 def _nbd_status(error: int) -> Status:

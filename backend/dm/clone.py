@@ -4,7 +4,7 @@ The core builds one clone per target piece (and one per flush/discard copy), han
 ``Target.map`` and owns its completion. A target that maps by remapping sets the device
 and sector with :meth:`Clone.remap`; a target that takes ownership (``SUBMITTED``, or
 ``INCOMPLETE`` from ``end_io``) later calls :meth:`Clone.issue` (send it to the device it
-was remapped to) or :meth:`Clone.end` (finish it with a status). Both go through the
+was remapped to) or :meth:`Clone.complete` (end it with a status). Both go through the
 target's ``end_io``, like the kernel's ``clone_endio``.
 """
 
@@ -107,8 +107,8 @@ class Clone:
     def _flushed(self, status: Status) -> None:
         self._owner.clone_endio(self, status)
 
-    def end(self, status: Status) -> None:
-        """Finish a clone the target owns; goes through the target's end_io.
+    def complete(self, status: Status) -> None:
+        """Complete a clone the target owns; goes through the target's end_io.
 
         ``Status.REQUEUE`` here is the target asking for pushback (e.g. multipath
         handing back its queue during a noflush suspend).

@@ -61,7 +61,7 @@ class SplitOriginal:
         if self.remaining == 0:
             if self.status is not Status.OK and self.stats is not None:
                 self.stats.eio += 1
-            self.bio.end(self.status)
+            self.bio.done(self.status)
 
 
 class DmIo(Clone):
@@ -126,7 +126,7 @@ class DmIo(Clone):
         if self.chain is not None:
             self.chain.piece_done(status)
         else:
-            self.orig.end(status)
+            self.orig.done(status)
 
     def rewind(self) -> Bio:
         """seed 003 dm_io_rewind: a bio covering exactly this piece of the original.

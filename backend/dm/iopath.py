@@ -10,7 +10,7 @@ Devices may complete synchronously (inside ``submit``), so every step finishes i
 bookkeeping before handing control to code that may call back in; follow-up work
 (deferred reissue, rewinding requeued pieces) is scheduled with ``call_soon``.
 
-``inflight`` counts DmIo (mapped units), like the kernel's ``md->pending``: a suspend
+``in_flight`` counts DmIo (mapped units), like the kernel's ``md->pending``: a suspend
 waits for it to reach zero.
 """
 
@@ -52,7 +52,7 @@ class IoPath:
         self.noflush = False
         """DMF_NOFLUSH_SUSPENDING: a REQUEUE is pushed back instead of failed."""
         self.removed = False
-        self.inflight = 0
+        self.in_flight = 0
         self.deferred: deque[Bio] = deque()
         self.pushback: list[Bio] = []
         self.requeue: list[DmIo] = []
@@ -68,7 +68,7 @@ class IoPath:
         behind I/O already deferred, so that order is kept)."""
         self.stats.ios += 1
         if self.removed:
-            self._end(bio, Status.EIO)
+            self._complete_bio(bio, Status.EIO)
         elif self.block_io or self.table is None or self.deferred:
             self.queue_io(bio)
         else:
@@ -96,11 +96,11 @@ class IoPath:
         """End everything waiting on the deferred and pushback lists (device removal)."""
         self.merge_pushback()
         while self.deferred:
-            self._end(self.deferred.popleft(), status)
+            self._complete_bio(self.deferred.popleft(), status)
 
     async def wait_idle(self) -> None:
         """Return when nothing is in flight."""
-        while self.inflight:
+        while self.in_flight:
             self._idle = asyncio.Event()
             try:
                 await self._idle.wait()
@@ -140,10 +140,10 @@ class IoPath:
                 or (data and not bio.validated
                     and iov_length(bio.iovecs) != nr << SECTOR_SHIFT)):
             self.log.warning("%r rejected: outside the device or buffers of the wrong size", bio)
-            self._end(bio, Status.EIO)
+            self._complete_bio(bio, Status.EIO)
             return
         if nr == 0:
-            self._end(bio, Status.OK)
+            self._complete_bio(bio, Status.OK)
             return
         target = table.whole_target(sector, nr)
         if target is not None:
@@ -169,7 +169,7 @@ class IoPath:
     def _start_io(self, io: DmIo) -> None:
         """Map one piece: its embedded clone, plus num_discard/write_zeroes_bios - 1
         copies of a discard or write-zeroes."""
-        self.inflight += 1
+        self.in_flight += 1
         op = io.op
         if op is _DISCARD or op is _WRITE_ZEROES:
             target = io.target
@@ -197,7 +197,7 @@ class IoPath:
     def _start_flush(self, bio: Bio, table: Table) -> None:
         """seed 004: an empty flush to every target, num_flush_bios times each."""
         io = DmIo(self, bio, None, 0, 0, [], flush=True)
-        self.inflight += 1
+        self.in_flight += 1
         self.stats.flushes += 1
         for target in table.targets:
             self.stats.flush_copies += target.num_flush_bios
@@ -223,7 +223,7 @@ class IoPath:
             clone.ended = True
             self._io_dec(clone.io, Status.EIO if result is MapResult.KILL else Status.REQUEUE)
 
-    # --- CloneOwner: what Clone.issue / Clone.end call --------------------------------
+    # --- CloneOwner: what Clone.issue / Clone.complete call --------------------------------
 
     def issue_clone(self, clone: Clone) -> None:
         """Submit a remapped clone to its device; the device's status goes to end_io
@@ -290,7 +290,7 @@ class IoPath:
         orig = io.orig
         if io.status is _REQUEUE:
             if io.flush:
-                self.inflight_done()
+                self.in_flight_done()
                 # seed 004: a requeued flush is retried (through the deferred list, so
                 # nothing starts after suspend); pushed back during a noflush suspend.
                 if self.noflush:
@@ -309,12 +309,12 @@ class IoPath:
                 return
             self._requeue_or_fail(orig)
             return
-        self.inflight -= 1
-        if self.inflight == 0 and self._idle is not None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
         if io.flush and orig.op is not Op.FLUSH and io.status is Status.OK:
             # The preflush is done: the request itself, without the flush flag.
-            self.queue_io(Bio(orig.op, orig.sector, orig.nr_sectors, orig.iovecs, orig.end,
+            self.queue_io(Bio(orig.op, orig.sector, orig.nr_sectors, orig.iovecs, orig.done,
                               fua=orig.fua))
             return
         if io.status is not _OK and io.chain is None:
@@ -331,22 +331,22 @@ class IoPath:
             # seed 001: parked on the pushback list, merged into deferred when idle.
             self.stats.pushed_back += 1
             self.pushback.append(bio)
-            self.inflight_done()
+            self.in_flight_done()
             return
-        self.inflight_done()
+        self.in_flight_done()
         # seed 001: a REQUEUE outside a noflush suspend (or after one was interrupted) is EIO.
-        self._end(bio, Status.EIO)
+        self._complete_bio(bio, Status.EIO)
 
-    def inflight_done(self) -> None:
-        self.inflight -= 1
-        if self.inflight == 0 and self._idle is not None:
+    def in_flight_done(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle is not None:
             self._idle.set()
 
-    def _end(self, bio: Bio, status: Status) -> None:
+    def _complete_bio(self, bio: Bio, status: Status) -> None:
         if status is not _OK and not isinstance(bio.private, SplitOriginal):
             # A rewound piece (seed 003) carries its original's chain, which counts.
             self.stats.eio += 1
         try:
-            bio.end(status)
+            bio.done(status)
         except Exception:
             self.log.exception("completion of %r raised", bio)

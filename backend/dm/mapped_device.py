@@ -144,7 +144,7 @@ class MappedDevice:
         table = self._io.table
         return table.size_sectors if table is not None else 0
 
-    # submit_bio(bio): submit a request; ``bio.end`` is called exactly once; never
+    # submit_bio(bio): submit a request; ``bio.done`` is called exactly once; never
     # raises. An attribute set in __init__: IoPath.submit_bio itself.
 
     # --- what targets see (TableOwner) -----------------------------------------------
@@ -248,7 +248,7 @@ class MappedDevice:
                     pending = target.presuspend()
                     if pending is not None:
                         await pending
-                self.log.info("suspend (%s): waiting for %d in flight", kind, self._io.inflight)
+                self.log.info("suspend (%s): waiting for %d in flight", kind, self._io.in_flight)
                 await self._io.wait_idle()
                 if noflush:
                     # seed 001: cleared after the wait; pushback merged into deferred.
@@ -367,7 +367,7 @@ class MappedDevice:
             event_nr=self._events.event_nr,
             size_sectors=self.size_sectors,
             target_count=len(table.targets) if table is not None else 0,
-            in_flight=self._io.inflight,
+            in_flight=self._io.in_flight,
             deferred=len(self._io.deferred) + len(self._io.pushback),
         )
 
@@ -410,8 +410,8 @@ class MappedDevice:
     def _check_remove(self, force: bool) -> None:
         if self._open_count and not force:
             raise StateError("remove", f"open (count {self._open_count})", "closed")
-        if self._io.inflight and not force:
-            raise StateError("remove", f"busy ({self._io.inflight} in flight)", "idle")
+        if self._io.in_flight and not force:
+            raise StateError("remove", f"busy ({self._io.in_flight} in flight)", "idle")
 
     @require(ACTIVE, SUSPENDED)
     def remove(self, force: bool = False) -> None:

@@ -47,7 +47,7 @@ class MapResult(enum.Enum):
     REMAPPED = "remapped"
     """The target called ``clone.remap(dev, sector)``; the core submits the clone."""
     SUBMITTED = "submitted"
-    """The target owns the clone and will ``clone.issue()`` or ``clone.end(status)``."""
+    """The target owns the clone and will ``clone.issue()`` or ``clone.complete(status)``."""
     KILL = "kill"
     """Fail the clone with EIO now (end_io is not called)."""
     REQUEUE = "requeue"

@@ -153,11 +153,11 @@ class FlakeyTarget(Target):
                     return MapResult.KILL
             elif "drop_writes" in self.features:
                 self.faults += 1
-                clone.end(Status.OK)
+                clone.complete(Status.OK)
                 return MapResult.SUBMITTED
             elif "error_writes" in self.features:
                 self.faults += 1
-                clone.end(Status.EIO)
+                clone.complete(Status.EIO)
                 return MapResult.SUBMITTED
             elif self.corrupt and self._corrupts(clone, self.corrupt, "w"):
                 # Corrupt a private copy (the kernel's clone_bio): the guest's buffer stays

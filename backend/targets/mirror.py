@@ -145,7 +145,7 @@ class MirrorTarget(Target):
             held += region.delayed
             region.delayed = []
         for clone in held:  # nothing should be left once suspended; never leak an I/O
-            clone.end(Status.EIO)
+            clone.complete(Status.EIO)
 
     # --- legs ----------------------------------------------------------------------------
 
@@ -328,7 +328,7 @@ class MirrorTarget(Target):
                 leg = None
             if leg is None:
                 clone.private = None
-                clone.end(Status.EIO)
+                clone.complete(Status.EIO)
             else:
                 self._remap(clone, leg)
                 clone.issue()
@@ -378,7 +378,7 @@ class MirrorTarget(Target):
         """write_callback: a write that failed on any leg goes to the worker's failures
         list, which decides its fate (do_failures)."""
         if not failed:
-            clone.end(Status.OK)
+            clone.complete(Status.OK)
             return
         for index in sorted(failed):
             self._fail_leg(self.legs[index], LegError.WRITE)
@@ -397,11 +397,11 @@ class MirrorTarget(Target):
                     self.rh.mark_nosync(write.region)
             if not any(not leg.error_count for leg in self.legs):
                 self.log.error("All replicated volumes dead, failing I/O")
-                clone.end(Status.EIO)
+                clone.complete(Status.EIO)
             elif self.handle_errors:
                 self._hold(clone)
             else:
-                clone.end(Status.OK)
+                clone.complete(Status.OK)
 
     def _hold(self, clone: Clone) -> None:
         """hold_bio: keep the write until a suspend; once presuspend has run, hand it
@@ -413,7 +413,7 @@ class MirrorTarget(Target):
                 self.parked_requeued += 1
             else:
                 self.parked_failed += 1
-            clone.end(Status.REQUEUE)
+            clone.complete(Status.REQUEUE)
             return
         self.parked += 1
         self.holds.append(clone)

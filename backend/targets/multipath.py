@@ -153,7 +153,7 @@ class MultipathTarget(Target):
         self._dead = True
         queued, self._queued = self._queued, deque()
         for clone in queued:  # the core only destroys a drained table; be safe anyway
-            clone.end(Status.EIO)
+            clone.complete(Status.EIO)
 
     def _must_push_back(self) -> bool:
         """seed 001: a noflush suspend began with queueing on, so no-path I/O is handed
@@ -228,9 +228,9 @@ class MultipathTarget(Target):
             if result is MapResult.REMAPPED:
                 clone.issue()
             elif result is MapResult.REQUEUE:
-                clone.end(Status.REQUEUE)
+                clone.complete(Status.REQUEUE)
             elif result is MapResult.KILL:
-                clone.end(Status.EIO)
+                clone.complete(Status.EIO)
 
     @property
     def queued(self) -> int:

@@ -19,7 +19,7 @@ class ZeroTarget(Target):
     def map(self, clone: Clone) -> MapResult:
         if clone.op is Op.READ:
             iov_zero(clone.iovecs)
-        clone.end(Status.OK)
+        clone.complete(Status.OK)
         return MapResult.SUBMITTED
 
     def status(self, kind: StatusType) -> str:

@@ -76,7 +76,7 @@ class VhostBio(Bio):
 
     Built without ``Bio.__init__``: the iovecs are the guest's, kept as decoded (no
     copy), and the request was validated once, here at the edge (``validated``).
-    ``end`` is a method here (status byte, used ring, notify), not a stored callback,
+    ``done`` is a method here (status byte, used ring, notify), not a stored callback,
     so ending one allocates nothing; it cannot be reassigned.
     """
 
@@ -101,7 +101,7 @@ class VhostBio(Bio):
         self.used_len = used_len
         self.generation = device.generation
 
-    def end(self, status: Status) -> None:
+    def done(self, status: Status) -> None:
         try:
             self.device.complete(self, S_OK if status is _OK else status_byte(status))
         except BaseException:
@@ -355,7 +355,7 @@ class VirtioBlkDevice:
             self.sink.submit_bio(bio)
         except BaseException:
             self.log.exception("submit_bio(%r) raised", bio)
-            bio.end(Status.EIO)
+            bio.done(Status.EIO)
 
     def _reject(self, vq: int, elem: int, rejection: Rejection, in_sg: list[IoVec]) -> None:
         self.rejected += 1
@@ -364,15 +364,15 @@ class VirtioBlkDevice:
             _memset(status_address(in_sg), rejection.status, 1)
         self._finish(vq, elem, rejection.used_len)
 
-    def complete(self, inflight: VhostBio, status: int) -> None:
-        """``inflight`` ended: status byte, used ring, notify (loop thread)."""
-        elem = inflight.elem
+    def complete(self, req: VhostBio, status: int) -> None:
+        """``req`` ended: status byte, used ring, notify (loop thread)."""
+        elem = req.elem
         if not elem:
             self.log.error("a request completed twice; ignored the second completion")
             return
-        inflight.elem = 0
+        req.elem = 0
         self.in_flight -= 1
-        if inflight.generation != self.generation or not self._started[inflight.qidx]:
+        if req.generation != self.generation or not self._started[req.qidx]:
             # Its rings are gone (memory unmapped, or the front-end stopped the queue):
             # pushing would write into memory that is no longer a ring. The inflight
             # region still lists it; a reconnecting front-end resubmits it.
@@ -381,13 +381,13 @@ class VirtioBlkDevice:
         else:
             # Also while draining after a disconnect: the rings are still mapped, and a
             # push keeps the inflight region exact for the next connection.
-            _memset(inflight.status_addr, status, 1)
-            lib, dev, vq = self.lib, self._dev, inflight.vq
-            lib.vu_queue_push(dev, vq, elem, inflight.used_len)
+            _memset(req.status_addr, status, 1)
+            lib, dev, vq = self.lib, self._dev, req.vq
+            lib.vu_queue_push(dev, vq, elem, req.used_len)
             lib.free(elem)
             # One notify per batch: completions reaped together (the reap holds the
             # PLUG) are pushed, then the guest is told once when the plug is released.
-            qidx = inflight.qidx
+            qidx = req.qidx
             if not self._notify_due[qidx]:
                 if PLUG.defer(self._notifiers[qidx]):
                     self._notify_due[qidx] = True

@@ -25,11 +25,11 @@ class DeviceSink:
                 if status is Status.OK:
                     self._submit(bio)
                 else:
-                    bio.end(status)
+                    bio.done(status)
             self.device.submit(Op.FLUSH, 0, 0, (), after_flush)
             return
         self._submit(bio)
 
     def _submit(self, bio: Bio) -> None:
         nbytes = bio.nr_sectors << SECTOR_SHIFT
-        self.device.submit(bio.op, bio.sector << SECTOR_SHIFT, nbytes, bio.iovecs, bio.end)
+        self.device.submit(bio.op, bio.sector << SECTOR_SHIFT, nbytes, bio.iovecs, bio.done)

@@ -66,7 +66,7 @@ class Completions:
         submit = md.submit_bio
 
         def submit_bio(bio: Bio) -> None:
-            end = bio.end
+            done = bio.done
             self._serial += 1
             serial = self._serial
             self.outstanding.add(serial)
@@ -78,7 +78,7 @@ class Completions:
                 self.outstanding.discard(serial)
                 self.ended_at[serial] = now
                 self._changed.set()
-                end(status)
+                done(status)
 
             # a bio of its own: vhost/'s requests end through a method, not a settable slot
             submit(Bio(bio.op, bio.sector, bio.nr_sectors, bio.iovecs, ended,

@@ -22,7 +22,7 @@ class NullSink:
     size_sectors = 2048
 
     def submit_bio(self, bio: Bio) -> None:
-        bio.end(Status.OK)
+        bio.done(Status.OK)
 
 
 def test_socket_mode_and_path_in_use(tmp_path: Path) -> None:

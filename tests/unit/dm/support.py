@@ -74,7 +74,7 @@ class HoldTarget(Target):
         if clone.op is Op.FLUSH:
             self.flush_maps += 1
             if self.flush_status is not None:
-                clone.end(self.flush_status)
+                clone.complete(self.flush_status)
                 return MapResult.SUBMITTED
         if self.map_answer is not None:
             return self.map_answer
@@ -97,7 +97,7 @@ class HoldTarget(Target):
                 clone.remap(self.dev, self.offset + clone.target_offset)
                 clone.issue()
             else:
-                clone.end(status)
+                clone.complete(status)
 
     def presuspend(self) -> Awaitable[None] | None:
         self._log("presuspend")

@@ -160,8 +160,8 @@ async def test_noflush_pushback_supersedes_error(first: Status) -> None:
     def presuspend() -> None:
         c0, c1 = a.held
         a.held = []
-        c0.end(first)
-        c1.end(second)
+        c0.complete(first)
+        c1.complete(second)
 
     a.presuspend_hook = presuspend
     await md.suspend(noflush=True)
@@ -475,7 +475,7 @@ async def test_pushback_merged_into_deferred_when_idle() -> None:
     task = asyncio.create_task(md.suspend(noflush=True))
     await settle()
     io = md._io  # the core's lists, observed directly
-    assert (io.pushback, list(io.deferred), io.inflight) == ([queued.bio], [], 1)
+    assert (io.pushback, list(io.deferred), io.in_flight) == ([queued.bio], [], 1)
     b.release()
     await task
     assert (io.pushback, list(io.deferred)) == ([], [queued.bio])
