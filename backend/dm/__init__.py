@@ -15,13 +15,13 @@ Target authors subclass :class:`Target` and decorate it with ``@register("name")
 """
 
 from backend.dm.args import ArgReader, parse_uint
-from backend.dm.clone import Clone
 from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.mapped_device import DeviceInfo, DeviceState, MappedDevice
 from backend.dm.registry import lookup, register, registered
 from backend.dm.stacking import MappedBlockDevice
 from backend.dm.table import Table, parse_table
 from backend.dm.target import (
+    Clone,
     DeviceResolver,
     EndIo,
     EndIoResult,

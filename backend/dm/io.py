@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from backend.blockio import SECTOR_SHIFT, Bio, IoVec, Status, iov_slice
-from backend.dm.clone import Clone, CloneOwner
-from backend.dm.target import Target
+from backend.dm.target import Clone, CloneOwner, Target
 
 if TYPE_CHECKING:
     from backend.dm.stats import DmStats

@@ -22,12 +22,11 @@ from collections import deque
 
 from backend.blockio import SECTOR_SHIFT, Bio, Op, Status, iov_length, iov_slice
 from backend.dm.clock import LOOP_CLOCK, Clock
-from backend.dm.clone import Clone
 from backend.dm.io import DmIo, SplitOriginal, merge_status
 from backend.dm.split import split_ranges
 from backend.dm.stats import DmStats
 from backend.dm.table import Table
-from backend.dm.target import EndIo, MapResult
+from backend.dm.target import Clone, EndIo, MapResult
 
 _REQUEUES = (Status.REQUEUE, Status.DELAY_REQUEUE)
 # Enum members as globals on the per-request path: on Python 3.11 ``Status.OK`` goes

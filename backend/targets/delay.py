@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from backend.blockio import BlockDevice, Op
 from backend.dm.args import ArgReader
 from backend.dm.clock import Handle
-from backend.dm.clone import Clone
 from backend.dm.registry import register
-from backend.dm.target import MapResult, StatusType, Target
+from backend.dm.target import Clone, MapResult, StatusType, Target
 from backend.errors import TableError
 
 

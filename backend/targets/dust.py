@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from backend.blockio import SECTOR_SHIFT, Op
 from backend.dm.args import ArgReader
-from backend.dm.clone import Clone
 from backend.dm.registry import register
-from backend.dm.target import MapResult, StatusType, Target
+from backend.dm.target import Clone, MapResult, StatusType, Target
 from backend.errors import MessageError, TableError
 
 MAX_BLKSZ_SECTORS = 2097152

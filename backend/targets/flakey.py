@@ -17,9 +17,8 @@ from typing import NamedTuple
 
 from backend.blockio import Op, Status, iov_from_bytes, iov_slice, iov_to_bytes
 from backend.dm.args import ArgReader
-from backend.dm.clone import Clone
 from backend.dm.registry import register
-from backend.dm.target import EndIo, EndIoResult, MapResult, StatusType, Target
+from backend.dm.target import Clone, EndIo, EndIoResult, MapResult, StatusType, Target
 from backend.errors import TableError
 
 _DOWN = object()

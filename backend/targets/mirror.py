@@ -28,10 +28,9 @@ from dataclasses import dataclass
 
 from backend.blockio import Op, Status
 from backend.dm.clock import TaskHandle
-from backend.dm.clone import Clone
 from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.registry import register
-from backend.dm.target import EndIo, EndIoResult, MapResult, StatusType, Target
+from backend.dm.target import Clone, EndIo, EndIoResult, MapResult, StatusType, Target
 from backend.errors import TableError
 from backend.targets.dirty_log import create_dirty_log
 from backend.targets.mirror_io import Leg, LegError, copy_region, fan_out

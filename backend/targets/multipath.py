@@ -28,11 +28,10 @@ from collections import deque
 
 from backend.blockio import Status
 from backend.dm.args import ArgReader
-from backend.dm.clone import Clone
 from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.paths import PathReport
 from backend.dm.registry import register
-from backend.dm.target import EndIo, EndIoResult, MapResult, StatusType, Target
+from backend.dm.target import Clone, EndIo, EndIoResult, MapResult, StatusType, Target
 from backend.errors import MessageError, TableError
 from backend.targets.path_selectors import (
     Path,

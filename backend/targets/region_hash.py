@@ -15,7 +15,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from backend.dm.clone import Clone
+from backend.dm.target import Clone
 from backend.targets.dirty_log import CoreLog
 
 

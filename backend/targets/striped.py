@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from backend.blockio import BlockDevice, Op, Status
 from backend.dm.args import ArgReader
-from backend.dm.clone import Clone
 from backend.dm.events import TableEvent, TableEventKind
 from backend.dm.registry import register
-from backend.dm.target import EndIo, EndIoResult, MapResult, StatusType, Target
+from backend.dm.target import Clone, EndIo, EndIoResult, MapResult, StatusType, Target
 from backend.errors import TableError
 
 ERROR_EVENT_THRESHOLD = 15

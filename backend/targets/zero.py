@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from backend.blockio import Op, Status, iov_zero
-from backend.dm.clone import Clone
 from backend.dm.registry import register
-from backend.dm.target import MapResult, StatusType, Target
+from backend.dm.target import Clone, MapResult, StatusType, Target
 
 
 @register("zero")

@@ -81,17 +81,6 @@ LAYERS = (
 )
 
 
-PENDING_IMPORTS = {
-}
-"""Issue 15's known wrong imports, being fixed: each fix removes its lines (an entry
-that is no longer true fails the test, so the list only shrinks)."""
-PENDING_CIRCLES = {
-    ("backend.dm.clone", "backend.dm.target"),
-}
-"""Issue 15's known circles, being broken (a circle is known when its first two
-members are listed)."""
-
-
 def modules() -> dict[str, tuple[Path, bool]]:
     """Every shipped module: name -> (file, is a package's __init__)."""
     found: dict[str, tuple[Path, bool]] = {}
@@ -213,26 +202,15 @@ def test_no_module_imports_from_a_layer_it_may_not_use() -> None:
         for target in sorted(imported):
             theirs = layer_of(target)
             assert theirs is not None
-            if (theirs is not mine and theirs.name not in mine.uses
-                    and (module, target) not in PENDING_IMPORTS):
+            if theirs is not mine and theirs.name not in mine.uses:
                 wrong.append(f"{module} ({mine.name}) imports {target} ({theirs.name})")
     assert not wrong, "imports against the layering:\n  " + "\n  ".join(wrong)
 
 
 def test_no_import_circle() -> None:
-    circles = [c for c in strongly_connected(import_graph())
-               if tuple(c[:2]) not in {p[:2] for p in PENDING_CIRCLES}]
+    circles = strongly_connected(import_graph())
     assert not circles, "import circles:\n  " + "\n  ".join(
         " <-> ".join(c) for c in circles)
-
-
-def test_pending_entries_are_still_true() -> None:
-    graph = import_graph()
-    stale = [p for p in PENDING_IMPORTS if p[1] not in graph.get(p[0], set())]
-    assert not stale, f"fixed: remove from PENDING_IMPORTS: {stale}"
-    circles = {tuple(c[:2]) for c in strongly_connected(graph)}
-    gone = [c for c in PENDING_CIRCLES if c[:2] not in circles]
-    assert not gone, f"broken: remove from PENDING_CIRCLES: {gone}"
 
 
 def test_the_checker_sees_what_it_claims() -> None:
