@@ -21,7 +21,7 @@ from guests.machine import Guest
 from .nbd_server import NbdServer
 from .result import FioEvidence
 from .rig import Rig, make_image
-from .workloads import wait_flush_held_command, wait_for_ios_command, wait_inflight_command
+from .workloads import wait_flush_held_command, wait_for_ios_command, wait_in_flight_command
 
 # -- guest ----------------------------------------------------------------------------
 
@@ -130,11 +130,11 @@ async def wait_guest_writes(rig: Rig, disk: str, more: int, timeout: float = 60.
     return took
 
 
-async def wait_guest_inflight(rig: Rig, disk: str, why: str, at_least: int = 1) -> None:
+async def wait_guest_in_flight(rig: Rig, disk: str, why: str, at_least: int = 1) -> None:
     """Wait until the guest has ``at_least`` I/Os in flight on ``disk`` that do not
     complete (held by the daemon: queued, parked, or stuck on a paused path)."""
     await guest_shell(rig, f"wait until {at_least}+ guest I/Os on {disk} are held ({why})",
-                      wait_inflight_command(disk, at_least))
+                      wait_in_flight_command(disk, at_least))
 
 
 async def wait_guest_flush_held(rig: Rig, why: str) -> None:

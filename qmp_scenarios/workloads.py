@@ -80,7 +80,7 @@ def nomerges_command(disk: str) -> str:
     return f"echo 2 > /sys/block/{name}/queue/nomerges"
 
 
-def wait_inflight_command(disk: str, at_least: int = 1) -> str:
+def wait_in_flight_command(disk: str, at_least: int = 1) -> str:
     """A guest command returning once the disk has ``at_least`` I/Os in flight (reads or
     writes: with verify_backlog fio also reads), e.g. stuck on a paused path."""
     name = disk.rsplit("/", 1)[-1]

@@ -23,7 +23,7 @@ from ..steps import (
     suspend,
     wait_io,
 )
-from ..workloads import verify_writes, wait_inflight_command
+from ..workloads import verify_writes, wait_in_flight_command
 from .common import MIB_SECTORS, mpath_table
 
 
@@ -104,7 +104,7 @@ async def _held_writes(rig: Rig) -> tuple[int, FioHandle]:
     disk = await attach_disk(rig, "dl", "d0")
     io = await start_io(rig, verify_writes(disk, size="4M", rate_iops=2000, iodepth=16))
     await guest_shell(rig, "wait until writes are held in flight",
-                      wait_inflight_command(disk))
+                      wait_in_flight_command(disk))
     # the suspend's own timeout is half the delay: waiting the writes out fails it
     await suspend(rig, "dl", noflush=True, timeout=WRITE_DELAY_MS / 2000)
     return sectors, io

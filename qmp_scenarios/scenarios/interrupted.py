@@ -23,7 +23,7 @@ from ..steps import (
     restore_path,
     start_io,
     suspend_times_out,
-    wait_guest_inflight,
+    wait_guest_in_flight,
     wait_io,
 )
 from ..workloads import verify_writes
@@ -55,7 +55,7 @@ async def _suspend_interrupted_with_pushback(rig: Rig) -> FioHandle:
     mark = rig.dm.mark()  # the checker may fail the paused p0 before the kill
     await pause_path(rig, "p0", True)
     await pause_path(rig, "m1", True)
-    await wait_guest_inflight(rig, disk, "stuck on both targets", at_least=12)
+    await wait_guest_in_flight(rig, disk, "stuck on both targets", at_least=12)
     await kill_path(rig, "p0", wait_failed="mp", since=mark)
     await suspend_times_out(rig, "mp", noflush=True, timeout=3)
     return io

@@ -35,7 +35,7 @@ from ..steps import (
     wait_guest_writes_since,
     wait_io,
 )
-from ..workloads import verify_writes, wait_inflight_command
+from ..workloads import verify_writes, wait_in_flight_command
 from .common import MIB_SECTORS, mpath_disk, mpath_table
 
 FAMILY = "daemon-restart"
@@ -43,7 +43,7 @@ KILLS = 20
 """daemon-kill-loop's number of SIGKILL + restart rounds."""
 
 
-def _wait_inflight_writes_command(disk: str) -> str:
+def _wait_in_flight_writes_command(disk: str) -> str:
     """A guest command returning once the disk has writes in flight (not only reads:
     fio's verify_backlog reads too)."""
     name = disk.rsplit("/", 1)[-1]
@@ -156,7 +156,7 @@ async def daemon_kill_parked(rig: Rig) -> None:
     for p in ("p0", "p1"):
         await kill_path(rig, p, wait_failed="mp")
     await guest_shell(rig, "wait until guest writes are queued in vudm",
-                      _wait_inflight_writes_command(disk))
+                      _wait_in_flight_writes_command(disk))
     await suspend(rig, "mp", noflush=True)
     parked = int((await guest_shell(rig, "count the guest's parked writes",
                                     f"cat /sys/block/{disk.rsplit('/', 1)[-1]}/inflight"))
@@ -215,7 +215,7 @@ async def daemon_kill_during_suspend(rig: Rig) -> None:
     io = await start_io(rig, verify_writes(disk, size="8M", rate_iops=1000), flowing=100)
     await pause_path(rig, "p0", True)
     await guest_shell(rig, "wait until guest I/O is stuck on the paused path",
-                      wait_inflight_command(disk))
+                      wait_in_flight_command(disk))
     async with rig.rec.step("flush suspend of mp waits for the stuck I/O") as st:
         suspending = asyncio.ensure_future(rig.qmp("dm-suspend", {"name": "mp"}))
         # Commands run in the order they arrive and the suspend does not yield before it

@@ -22,7 +22,7 @@ from ..steps import (
     resume,
     start_io,
     suspend,
-    wait_guest_inflight,
+    wait_guest_in_flight,
     wait_io,
 )
 from ..workloads import verify_writes
@@ -53,7 +53,7 @@ async def _log_killed_under_writes(rig: Rig) -> FioHandle:
     disk = await _mirror_disk(rig, log="lg")
     io = await _writes(rig, disk)
     await kill_path_until_event(rig, "lg", "mir", "mirror log device lg failed (write)")
-    await wait_guest_inflight(rig, disk, "writes held after the log failed")
+    await wait_guest_in_flight(rig, disk, "writes held after the log failed")
     await add_nbd_path(rig, "lg2", add_image(rig, "lg2", 1))
     return io
 
@@ -89,7 +89,7 @@ async def _leg_killed_under_writes(rig: Rig) -> FioHandle:
     io = await _writes(rig, disk)
     await kill_path_until_event(rig, "m1", "mir", "mirror leg m1 failed (write error)")
     await expect_status(rig, "mir", " AD ")  # leg m1 Dead, m0 Alive
-    await wait_guest_inflight(rig, disk, "writes held after a leg failed")
+    await wait_guest_in_flight(rig, disk, "writes held after a leg failed")
     return io
 
 

@@ -28,7 +28,7 @@ from ..workloads import (
     nomerges_command,
     verify_writes,
     wait_for_sectors_written_command,
-    wait_inflight_command,
+    wait_in_flight_command,
 )
 from .common import (
     MIB_SECTORS,
@@ -187,7 +187,7 @@ async def noflush_suspend_timeout(rig: Rig) -> None:
     io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1000), flowing=100)
     await pause_path(rig, "p0", True)
     await guest_shell(rig, "wait until guest I/O is stuck on the paused path",
-                      wait_inflight_command(disk))
+                      wait_in_flight_command(disk))
     await suspend_times_out(rig, "mp", noflush=True, timeout=2)
     await pause_path(rig, "p0", False)
     await wait_io(rig, io)

@@ -21,7 +21,7 @@ from ..steps import (
     resume,
     start_io,
     suspend,
-    wait_guest_inflight,
+    wait_guest_in_flight,
     wait_io,
 )
 from ..workloads import verify_writes
@@ -47,7 +47,7 @@ async def _split_pieces_waiting(rig: Rig) -> FioHandle:
     job = verify_writes(disk, size=f"{DEVICE_MB}M", bs="64k", rate_iops=20)
     io = await start_io(rig, job, flowing=8)
     await kill_path(rig, "a0", wait_failed="mp")
-    await wait_guest_inflight(rig, disk, "multipath pieces queued with no path")
+    await wait_guest_in_flight(rig, disk, "multipath pieces queued with no path")
     await add_nbd_path(rig, "a2", rig.workdir / "a.img", direct=False)
     return io
 

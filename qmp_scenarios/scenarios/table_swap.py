@@ -17,7 +17,7 @@ from ..steps import (
     resume,
     start_io,
     suspend,
-    wait_guest_inflight,
+    wait_guest_in_flight,
     wait_io,
 )
 from ..workloads import verify_writes
@@ -35,7 +35,7 @@ async def _suspended_under_writes(rig: Rig) -> FioHandle:
     job = verify_writes(disk, size=f"{IMAGE_MB}M", bs="16k", rate_iops=400)
     io = await start_io(rig, job, flowing=100)
     await suspend(rig, "vol", noflush=False)
-    await wait_guest_inflight(rig, disk, "new writes deferred while suspended")
+    await wait_guest_in_flight(rig, disk, "new writes deferred while suspended")
     return io
 
 
