@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from dm.support import loop_turn
+from fake_context import ManualClock
 
 from backend.blockio import (
     SECTOR_SIZE,
@@ -31,6 +32,10 @@ from backend.errors import DeviceError, TableError
 from backend.targets.mirror import MirrorTarget
 
 SECTORS = 80  # 10 regions of 8 sectors
+FROZEN = ManualClock()
+"""The mirrors' clock: time stands still, so the worker never rests between passes
+(WORKER_SLICE) on a wall clock that ``until``'s loop turns do not move; on a loaded
+machine a pass took over the slice and the worker slept past the turns a test gave it."""
 
 
 class FaultyDevice:
@@ -146,7 +151,7 @@ def mirror(md: MappedDevice) -> MirrorTarget:
 
 def create(devs: Devices, args: str, name: str = "mir") -> MappedDevice:
     md = MappedDevice(name)
-    md.create(parse_table(f"0 {SECTORS} mirror {args}", devs))
+    md.create(parse_table(f"0 {SECTORS} mirror {args}", devs, clock=FROZEN))
     return md
 
 
@@ -225,7 +230,8 @@ async def test_status_info_like_the_kernels() -> None:
     md = create(devs, "core 2 8 nosync 2 a 0 b 0")
     assert md.status() == f"0 {SECTORS} mirror 2 a b 10/10 1 AA 1 core"
     disk = MappedDevice("d")
-    disk.create(parse_table(f"0 {SECTORS} mirror disk 3 log 8 nosync 2 a 0 b 0", devs))
+    disk.create(parse_table(f"0 {SECTORS} mirror disk 3 log 8 nosync 2 a 0 b 0", devs,
+                            clock=FROZEN))
     await until(lambda: mirror(disk).in_sync)
     assert disk.status() == f"0 {SECTORS} mirror 2 a b 10/10 1 AA 3 disk log A"
 
@@ -406,7 +412,7 @@ async def test_leg_write_failure_with_handle_errors_holds_writes_until_repaired(
     assert not any(w.done for w in writes)  # handed back and pushed back, not failed
     assert mirror(md).stats()["parked-requeued"] == 3
     assert md.info().deferred == 3
-    md.load(parse_table(f"0 {SECTORS} linear a 0", devs))
+    md.load(parse_table(f"0 {SECTORS} linear a 0", devs, clock=FROZEN))
     await md.resume()
     await until(lambda: all(w.done for w in writes))
     assert [w.status for w in writes] == [Status.OK] * 3
@@ -429,7 +435,7 @@ async def test_after_an_interrupted_suspend_a_write_to_hold_fails() -> None:
     devs = Devices("a", "b", "c")
     md = MappedDevice("mix")
     md.create(parse_table(f"0 {SECTORS} mirror core 1 8 2 a 0 b 0 1 handle_errors\n"
-                          f"{SECTORS} {SECTORS} linear c 0", devs))
+                          f"{SECTORS} {SECTORS} linear c 0", devs, clock=FROZEN))
     target = mirror(md)
     await until(lambda: target.in_sync)
     devs["c"].hold = devs["b"].hold = True
