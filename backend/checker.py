@@ -119,6 +119,7 @@ class PathChecker:
             if md.state in _PROBED and md.live_table is not None
             for t in md.live_table.targets if isinstance(t, PathTarget)]
         devices = {id(p.device): p.device for _, t in work for p in t.path_reports()}
+        failures = {(id(t), p.name): p.failures for _, t in work for p in t.path_reports()}
         verdicts = dict(zip(devices, await asyncio.gather(
             *(self._probe(dev) for dev in devices.values())), strict=True))
         actions: list[CheckAction] = []
@@ -129,6 +130,8 @@ class PathChecker:
                 continue  # changed while probing: next round
             for path in target.path_reports():
                 alive = verdicts[id(path.device)]
+                if alive and path.failures != failures.get((id(target), path.name)):
+                    continue  # failed while its probe ran: the probe's OK is older news
                 if alive != path.active and self._verdict(md, target, path, alive):
                     verb = "reinstate_path" if alive else "fail_path"
                     actions.append(CheckAction(md.name, path.name, verb))

@@ -25,6 +25,10 @@ class PathReport:
     """What to probe."""
     active: bool
     """False once failed (by an I/O error, a message or the checker)."""
+    failures: int = 0
+    """How many times the path has failed so far. A probe answered OK says the path
+    worked when the probe began; a failure counted since then is newer news, so the
+    checker does not reinstate on that answer (the next round's probe decides)."""
 
 
 @runtime_checkable

@@ -262,7 +262,7 @@ class MultipathTarget(Target):
     # --- the path-report protocol (backend.dm.paths: what the path checker uses) -------
 
     def path_reports(self) -> list[PathReport]:
-        return [PathReport(p.name, p.device, p.active) for p in self.paths]
+        return [PathReport(p.name, p.device, p.active, p.fail_count) for p in self.paths]
 
     def fail_path(self, name: str) -> bool:
         """``fail_path NAME`` (the table's name or the device's); True if one changed."""

@@ -102,6 +102,23 @@ async def test_a_path_that_hangs_is_failed_after_the_timeout() -> None:
 
 
 @async_test
+async def test_a_path_failed_while_its_probe_ran_is_not_reinstated_by_that_probe() -> None:
+    md, paths, emitted, checker = setup()
+    paths["p0"].hold = True  # the probe's read waits: the path worked when it began
+    round_ = asyncio.create_task(checker.check_once())
+    await settle()
+    assert len(paths["p0"].held) == 1
+    assert mpaths(md)[0].fail_path("p0")  # then I/O fails it (its server just died)
+    paths["p0"].hold = False
+    paths["p0"].release(Status.OK)  # the old probe's answer arrives after the failure
+    assert await round_ == []
+    assert path_states(mpaths(md)[0]) == {"p0": "F", "p1": "A"}
+    # a probe that begins after the failure decides
+    assert await checker.check_once() == [CheckAction("mp", "p0", "reinstate_path")]
+    assert [e for e, _ in emitted.events] == ["PATH_REINSTATED"]
+
+
+@async_test
 async def test_io_stuck_on_a_hung_path_is_retried_on_another_once_the_probe_times_out(
 ) -> None:
     md, paths, _, checker = setup("0")  # no queue_if_no_path: nothing may wait forever
