@@ -1,6 +1,11 @@
 """Seed 004 (flush fan-out) with a real guest: a striped table over two multipath
-devices (stacked, ``dm:``), fsync after every write. Each guest flush is sent to both
-stripes; with stripe 1's only path dead its writes and flush copies wait for a path."""
+devices (stacked, ``dm:``), fsync after every write. The guest writes only to stripe 0's
+first chunk, so stripe 1 sees nothing but the flush copies the fan-out sends it: with
+its only path dead, each guest flush waits for a path because of stripe 1 alone.
+
+Why the writes stay off stripe 1: fio issues an fsync only once its writes are done, so
+a held write on stripe 1 would keep any flush from being issued, and whether the kill met
+a write or a flush first would decide the run (it did, 2 runs in 10)."""
 
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ from .common import mpath_table
 from .tables import mib
 
 STRIPE_MB = 8
+CHUNK_MB = 1
+"""The stripe chunk; the guest writes only the first one (stripe 0's)."""
 
 
 async def _flushes_held_on_one_stripe(rig: Rig) -> FioHandle:
@@ -34,10 +41,10 @@ async def _flushes_held_on_one_stripe(rig: Rig) -> FioHandle:
         await add_nbd_path(rig, f"p{i}", add_image(rig, f"s{i}", STRIPE_MB))
         await create_dm(rig, f"mp{i}", mpath_table(0, mib(STRIPE_MB), [f"p{i}"]))
         await add_dev(rig, f"st{i}", f"dm:mp{i}")
-    await create_dm(rig, "vol", f"0 {2 * mib(STRIPE_MB)} striped 2 128 st0 0 st1 0")
+    await create_dm(rig, "vol", f"0 {2 * mib(STRIPE_MB)} striped 2 {mib(CHUNK_MB)} st0 0 st1 0")
     await boot_guest(rig)
     disk = await attach_disk(rig, "vol", "d0")
-    job = verify_writes(disk, size="2M", rate_iops=200, fsync_every=1)
+    job = verify_writes(disk, size=f"{CHUNK_MB}M", rate_iops=200, fsync_every=1)
     io = await start_io(rig, job, flowing=50)
     await kill_path(rig, "p1", wait_failed="mp1")
     await wait_guest_flush_held(rig, "its copy to stripe 1 waits for a path")
@@ -46,8 +53,9 @@ async def _flushes_held_on_one_stripe(rig: Rig) -> FioHandle:
 
 @scenario("seed004-striped-flush-fanout", "seed 004: fsync-heavy verified writes through "
           "a striped table over two multipath devices: every guest flush goes to both "
-          "stripes; with stripe 1's path dead, its writes and flushes are held, and they "
-          "complete when the path returns: no EIO", image_mb=1,
+          "stripes; the writes land on stripe 0 only, so with stripe 1's path dead the "
+          "flush copies alone are held there, and they complete when the path returns: "
+          "no EIO", image_mb=1,
           family="seed004-striped-flush",
           evidence={"vol": {"flush-copies": "=2*flushes"},
                     "mp0": {"flush-copies": 1},
@@ -58,7 +66,7 @@ async def striped_flush_fanout(rig: Rig) -> None:
     await wait_io(rig, io)
 
 
-@scenario("seed004-striped-flush-no-path-eio", "sibling: the same held writes and flushes, "
+@scenario("seed004-striped-flush-no-path-eio", "sibling: the same held flush copies, "
           "then fail_if_no_path on stripe 1's multipath: the guest gets EIO", expect="eio",
           image_mb=1, family="seed004-striped-flush",
           evidence={"vol": {"flush-copies": 2, "eio": 1},
