@@ -134,15 +134,6 @@ class Daemon:
                 out[fd] = os.readlink(f"/proc/{self.pid}/fd/{fd}")
         return out
 
-    def fds_settled(self, limit: int, timeout: float = 10.0) -> dict[str, str]:
-        """The descriptors once at most ``limit`` are open, or as they are at the
-        deadline: a client's socket closes when the daemon's loop reads its EOF, not
-        when the client closes it."""
-        deadline = time.monotonic() + timeout
-        while len(fds := self.fds()) > limit and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return fds
-
     # -- talking ----------------------------------------------------------------------
 
     async def send(self, message: bytes) -> dict[str, Any]:
@@ -598,7 +589,9 @@ def test_fuzz_inputs_keep_the_daemon_calm(daemon: Daemon) -> None:
             break
     elapsed = time.monotonic() - started
     d.call(d.reset())  # whatever the last input left, then measure
-    rss_after, fds_after = d.rss_kib(), d.fds_settled(len(fds_before))
+    # The raw inputs read until the daemon hung up, and the reset's round trips ran
+    # the daemon's loop past the closing of those sockets: nothing is left to settle.
+    rss_after, fds_after = d.rss_kib(), d.fds()
     assert d.probe is not None
     d.call(d.probe.more(3))
     figures = {
