@@ -21,6 +21,9 @@ def _setup(p: argparse.ArgumentParser) -> None:
     run.add_argument("--json", type=Path, help="write the result here (and a .png beside)")
     run.add_argument("--workdir", type=Path, help="keep sockets and logs here")
     run.add_argument("--verbose", "-v", action="store_true")
+    run.add_argument("--keep-images", action="store_true",
+                     help="keep the disk images of a passed run (a failed run keeps them "
+                          "always)")
     run.add_argument("--oracle", choices=("vudm", "kernel"), default="vudm",
                      help="who answers the dm steps: vudm (default) or the guest kernel's "
                           "own device-mapper (dmsetup in the guest)")
@@ -62,8 +65,18 @@ def _run(ns: argparse.Namespace) -> int:
     print(result.report())
     if ns.json:
         print(f"result: {ns.json} and {ns.json.with_suffix('.png')}")
+    if result.passed and not ns.keep_images:
+        _free_images(workdir)
     print(f"logs: {workdir}")
     return 0 if result.passed else 1
+
+
+def _free_images(workdir: Path) -> None:
+    """Scenario images are fully allocated (256 MiB and up each): a passed run keeps its
+    logs and frees them, or ``make demo`` in a loop fills the disk."""
+    for image in workdir.rglob("*.img"):
+        if image.is_file() and not image.is_symlink():
+            image.unlink()
 
 
 def _diff(ns: argparse.Namespace, workdir: Path) -> int:
