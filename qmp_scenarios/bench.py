@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from backend.images import fill_image
 from guests.fio import start_fio
 from guests.fio_job import bench_job
 from guests.machine import Guest
@@ -58,22 +59,6 @@ RAMP_S = 1.0
 
 class RunHung(Exception):
     """A fio run missed its deadline."""
-
-
-def fill_image(path: Path, size: int) -> None:
-    """A raw image written through once with non-zero data, so every backend reads
-    allocated blocks (and native AIO never writes into holes); kept between runs."""
-    stamp = path.with_suffix(".filled")
-    if path.exists() and path.stat().st_size == size and stamp.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    chunk = os.urandom(1 << 20)
-    with path.open("wb") as f:
-        for _ in range(size >> 20):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    stamp.write_text(f"{size}\n")
 
 
 async def _measure(guest: Guest, backend: Backend, disk: str, wl: Workload, rep: int,

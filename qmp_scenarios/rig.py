@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
+from backend.images import allocate_image
 from guests.machine import Guest
 from vudm_testing.daemon import DaemonProcess
 
@@ -74,7 +74,7 @@ class Rig:
 
     async def __aenter__(self) -> Rig:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        make_image(self.image, self.image_mb << 20)
+        allocate_image(self.image, self.image_mb << 20)
         if self.net is not None:
             await self.net.__aenter__()
         try:
@@ -239,10 +239,3 @@ def short_run_dir(workdir: Path) -> Path:
     if not run.exists():
         run.symlink_to(short)
     return short
-
-
-def make_image(path: Path, size: int) -> None:
-    """A raw image with its blocks allocated: native AIO writes into holes can block in
-    io_submit on the daemon's loop thread (as with QEMU's aio=native), so no holes."""
-    with path.open("wb") as f:
-        os.posix_fallocate(f.fileno(), 0, size)

@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from backend.images import allocate_image
 from guests.fio import FioHandle, start_fio
 from guests.fio_job import FioJob
 from guests.machine import Guest
 
 from .nbd_server import NbdServer
 from .result import FioEvidence
-from .rig import Rig, make_image
+from .rig import Rig
 from .workloads import wait_flush_held_command, wait_for_ios_command, wait_in_flight_command
 
 # -- guest ----------------------------------------------------------------------------
@@ -207,7 +208,7 @@ async def add_nbd_path(rig: Rig, name: str, image: Path | None = None, *,
 def add_image(rig: Rig, name: str, size_mb: int) -> Path:
     """A fresh preallocated image ``name``.img in the rig's work dir (a path's own disk)."""
     path = rig.workdir / f"{name}.img"
-    make_image(path, size_mb << 20)
+    allocate_image(path, size_mb << 20)
     return path
 
 

@@ -23,13 +23,14 @@ from typing import Any
 
 from avocado import Test
 
+from backend.images import allocate_image
 from guests.image import GuestImage, build_image
 from guests.machine import Guest
 from qmp_scenarios.evidence import Declared
 from qmp_scenarios.nbd_server import NbdServer
 from qmp_scenarios.registry import Expect
 from qmp_scenarios.result import ScenarioResult
-from qmp_scenarios.rig import make_image, short_run_dir
+from qmp_scenarios.rig import short_run_dir
 from qmp_scenarios.runner import run_scenario, run_steps
 
 from .handles import GuestHandle, Loop, NbdPath, Vudm
@@ -84,7 +85,7 @@ class VudmTest(Test):  # type: ignore[misc]
     def nbd_path(self, name: str, size_mb: int = 64) -> NbdPath:
         """A real NBD server over an image of its own, registered with ``self.vudm``."""
         image = Path(self.workdir) / f"{name}.img"
-        make_image(image, size_mb << 20)
+        allocate_image(image, size_mb << 20)
         server = NbdServer(self.run_dir / "paths", name, image)
         self.loop.run(server.start(), 60.0)
         self._paths.append(server)

@@ -127,8 +127,8 @@ def vudm(vudm_loop: Loop, vudm_workdir: Path, tmp_path: Path) -> Iterator[Vudm]:
 @pytest.fixture
 def nbd_path(vudm: Vudm, vudm_loop: Loop, vudm_workdir: Path, tmp_path: Path
              ) -> Iterator[Callable[..., NbdPath]]:
+    from backend.images import allocate_image
     from qmp_scenarios.nbd_server import NbdServer
-    from qmp_scenarios.rig import make_image
 
     from .handles import NbdPath
 
@@ -138,7 +138,7 @@ def nbd_path(vudm: Vudm, vudm_loop: Loop, vudm_workdir: Path, tmp_path: Path
     def start(name: str, image: Path | None = None, size_mb: int = 64) -> NbdPath:
         if image is None:
             image = tmp_path / f"{name}.img"
-            make_image(image, size_mb << 20)
+            allocate_image(image, size_mb << 20)
         server = NbdServer(vudm_workdir / "paths", name, image)
         vudm_loop.run(server.start(), 60.0)
         started.append(server)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from backend.blockio import Op, Status
 from backend.devices.file import AioEngine, FileDevice
+from backend.images import fill_image
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 4096
@@ -53,20 +54,6 @@ class Sample:
     iops: float
     cpu_us_per_io: float
     user_us_per_io: float
-
-
-def make_image(path: Path, size: int) -> Path:
-    """A file of ``size`` random bytes (kept between runs)."""
-    if path.exists() and path.stat().st_size == size:
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    chunk = os.urandom(1 << 20)
-    with path.open("wb") as f:
-        for _ in range(size >> 20):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    return path
 
 
 async def run_one(image: Path, engine: Engine, qd: int, seconds: float,
@@ -128,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="write overwrites the (allocated) image with random blocks")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
     args = parser.parse_args(argv)
-    image = make_image(args.image, args.size_mib << 20)
+    image = fill_image(args.image, args.size_mib << 20)
     engines = [ENGINES[label] for label in args.engines]
     op = Op.WRITE if args.op == "write" else Op.READ
     samples: dict[tuple[str, int], list[Sample]] = {}

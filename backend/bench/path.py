@@ -220,9 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         _child(args)
         return
-    from backend.bench.file import make_image
+    from backend.images import fill_image
 
-    make_image(args.image, args.size_mib << 20)
+    fill_image(args.image, args.size_mib << 20)
     trees = [ROOT, *[t.resolve() for t in args.tree]]
     configs = [(t, p, q) for q in args.qd for p in args.path for t in trees]
     samples: dict[tuple[Path, str, int], list[dict[str, float]]] = {}

@@ -3,8 +3,10 @@ that shows the same checks catching EIO (an error table)."""
 
 from __future__ import annotations
 
+from backend.images import allocate_image
+
 from ..registry import scenario
-from ..rig import Rig, make_image
+from ..rig import Rig
 from ..steps import add_device, attach_disk, boot_guest, create_dm, start_io, wait_io
 from ..workloads import verify_writes
 
@@ -39,7 +41,7 @@ async def error_target_eio(rig: Rig) -> None:
 async def striped_verify(rig: Rig) -> None:
     for i in range(2):
         img = rig.workdir / f"stripe{i}.img"
-        make_image(img, 128 << 20)
+        allocate_image(img, 128 << 20)
         await add_device(rig, f"s{i}", f"file:{img}")
     await create_dm(rig, "vol", f"0 {SECTORS} striped 2 128 s0 0 s1 0")
     await boot_guest(rig)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rig import Rig, make_image
+from backend.images import allocate_image
+
+from ..rig import Rig
 from ..steps import add_nbd_path, attach_disk, boot_guest, create_dm
 
 MIB_SECTORS = 2048
@@ -69,7 +71,7 @@ async def spanning_mpath_disk(rig: Rig, queue_if_no_path: bool = True) -> Spanni
     two NBD servers of one image, whose separate caches can lose one of them."""
     images = (rig.workdir / "span-a.img", rig.workdir / "span-b.img")
     for img in images:
-        make_image(img, rig.image_mb << 20)
+        allocate_image(img, rig.image_mb << 20)
     for p in ("a0", "a1"):
         await add_nbd_path(rig, p, images[0])
     for p in ("b0", "b1"):

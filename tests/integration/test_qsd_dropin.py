@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qemu.qmp import QMPClient
 
-from qmp_scenarios.rig import make_image
+from backend.images import allocate_image
 from vudm_testing.handles import GuestHandle, Loop
 
 VUDM = [sys.executable, "-m", "backend.control.cli", "serve"]
@@ -57,7 +57,7 @@ def test_qtest_style_export_on_an_inherited_fd(vudm_guest: GuestHandle, vudm_loo
     """The command line QEMU's vhost-user-blk qtest gives QSD: the guest connects to the
     socket the starter opened, before vudm is ready, and the disk works."""
     image = tmp_path / "disk.img"
-    make_image(image, 32 << 20)
+    allocate_image(image, 32 << 20)
     sock = listening(vudm_workdir / "vu.sock")
     qmp = vudm_workdir / "qmp.sock"
     argv = ["--blockdev", f"driver=file,node-name=disk0,filename={image}",

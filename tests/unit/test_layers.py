@@ -43,10 +43,11 @@ class Layer:
 
 
 LAYERS = (
-    Layer("base", ("backend.errors", "backend.limits", "backend.blockio", "backend.sockets"),
+    Layer("base", ("backend.errors", "backend.limits", "backend.blockio", "backend.sockets",
+                   "backend.images"),
           (), "what every backend layer shares: the one exception tree, the protocol "
           "limits, the block I/O vocabulary (Op, Status, BlockDevice, Bio), the unix "
-          "socket path claimer"),
+          "socket path claimer, the raw image files benches and rigs make"),
     Layer("devices", ("backend.devices",), ("base",),
           "what targets map onto (file, nbd, mem, null): below dm, they know no table"),
     Layer("vhost", ("backend.vhost",), ("base",),
