@@ -1,12 +1,15 @@
-"""docs/kernel-differences.md: the format oracle's remaining differences, each with its
-reason, kept in sync with what the oracle finds.
+"""docs/kernel-differences.md: the differences that remain between vudm and the kernel's
+dm, each with its reason, and its one parser.
 
-Each difference is an entry::
+A format oracle difference is an entry::
 
     ### SEQUENCE/N `the command`
     - kernel: `what the kernel answered`
     - vudm: `what vudm answered`
     - why: the reason (free text, may continue on the next lines)
+
+A scenario difference (``vudm scenario diff``, section "Scenario differences") has the
+same fields under ``#### SCENARIO: ROW`` (:func:`documented_rows`).
 
 :func:`disagreements` lists every way the document and an oracle run differ: a
 difference the document lacks, an entry the oracle no longer sees, or an entry whose
@@ -16,16 +19,17 @@ replies changed. The format oracle's test fails on any.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .format import Difference
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "kernel-differences.md"
-_HEADING = re.compile(r"^### (\S+) `(.*)`$")
-_FIELD = re.compile(r"^- (kernel|vudm): `(.*)`$")
-_WHY = re.compile(r"^- why: (.*\S)")
+_FORMAT_HEADING = re.compile(r"^### (\S+) `(.*)`$")
+_SCENARIO_HEADING = re.compile(r"^#### (\S+): (.+)$")
+_FIELD = re.compile(r"^- (kernel|vudm|why): (.*)$")
+_FIELDS = ("kernel", "vudm", "why")
 
 
 @dataclass(frozen=True)
@@ -37,32 +41,49 @@ class DocEntry:
     why: str
 
 
+@dataclass(frozen=True)
+class DocumentedRow:
+    kernel: str
+    vudm: str
+    why: str
+
+
+def _entries(text: str, heading: re.Pattern[str]
+             ) -> Iterator[tuple[re.Match[str], dict[str, str]]]:
+    """Each entry whose heading line matches ``heading``, with its ``- kernel:``,
+    ``- vudm:`` and ``- why:`` fields (the replies without their backticks); an entry
+    ends at the next line starting with ``#``. ValueError names an incomplete entry."""
+    head: re.Match[str] | None = None
+    fields: dict[str, str] = {}
+    for line in [*text.splitlines(), "#"]:
+        if line.startswith("#"):
+            if head is not None:
+                missing = [f for f in _FIELDS if f not in fields]
+                if missing:
+                    raise ValueError(f"kernel-differences.md: entry {head.group(0)!r} "
+                                     f"lacks {', '.join(missing)}")
+                yield head, fields
+            head, fields = heading.match(line), {}
+        elif head is not None and (m := _FIELD.match(line)):
+            fields[m.group(1)] = _unquote(m.group(2)) if m.group(1) != "why" \
+                else m.group(2).strip()
+
+
+def _unquote(value: str) -> str:
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == "`" else value
+
+
 def parse_doc(text: str) -> list[DocEntry]:
-    entries: list[DocEntry] = []
-    current: dict[str, str] | None = None
+    """The format oracle's entries (``### SEQUENCE/N `command```)."""
+    return [DocEntry(head.group(1), head.group(2), f["kernel"], f["vudm"], f["why"])
+            for head, f in _entries(text, _FORMAT_HEADING)]
 
-    def close() -> None:
-        if current is not None:
-            missing = [k for k in ("kernel", "vudm", "why") if k not in current]
-            if missing:
-                raise ValueError(f"kernel-differences.md: entry {current['id']} lacks "
-                                 f"{', '.join(missing)}")
-            entries.append(DocEntry(current["id"], current["command"], current["kernel"],
-                                    current["vudm"], current["why"]))
 
-    for line in text.splitlines():
-        if m := _HEADING.match(line):
-            close()
-            current = {"id": m.group(1), "command": m.group(2)}
-        elif current is not None and (m := _FIELD.match(line)):
-            current[m.group(1)] = m.group(2)
-        elif current is not None and (m := _WHY.match(line)):
-            current["why"] = m.group(1)
-        elif line.startswith("#"):
-            close()
-            current = None
-    close()
-    return entries
+def documented_rows(text: str) -> dict[tuple[str, str], DocumentedRow]:
+    """The scenario differences (``#### SCENARIO: ROW``), by (scenario, row)."""
+    return {(head.group(1), head.group(2).strip()): DocumentedRow(f["kernel"], f["vudm"],
+                                                                  f["why"])
+            for head, f in _entries(text, _SCENARIO_HEADING)}
 
 
 def render(diff: Difference, why: str = "TODO: fix vudm, or say why it differs") -> str:

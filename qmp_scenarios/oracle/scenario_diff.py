@@ -28,13 +28,13 @@ Two normalisations, both of numbers that are timing, not rules:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..result import ScenarioResult
 from ..runner import run_scenario
+from .differences import DOC, DocumentedRow, documented_rows
 
 
 @dataclass
@@ -128,47 +128,6 @@ def compare(name: str, vudm: ScenarioResult, kernel: ScenarioResult,
                 r.vudm.replace(doc.vudm, doc.kernel) == r.kernel:
             r.why = doc.why
     return diff
-
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "kernel-differences.md"
-_DOC_ROW = re.compile(r"^#### (\S+): (.+)$")
-_DOC_FIELD = re.compile(r"^- (kernel|vudm|why): `?(.*?)`?$")
-
-
-@dataclass(frozen=True)
-class DocumentedRow:
-    kernel: str
-    vudm: str
-    why: str
-
-
-def documented_rows(text: str) -> dict[tuple[str, str], DocumentedRow]:
-    """The ``#### SCENARIO: ROW`` entries of docs/kernel-differences.md (each with
-    ``- kernel:``, ``- vudm:`` and ``- why:``); ValueError on an incomplete entry."""
-    out: dict[tuple[str, str], DocumentedRow] = {}
-    key: tuple[str, str] | None = None
-    fields: dict[str, str] = {}
-
-    def close() -> None:
-        if key is None:
-            return
-        missing = [f for f in ("kernel", "vudm", "why") if f not in fields]
-        if missing:
-            raise ValueError(f"kernel-differences.md: {key[0]}: {key[1]} lacks "
-                             f"{', '.join(missing)}")
-        out[key] = DocumentedRow(fields["kernel"], fields["vudm"], fields["why"])
-
-    for line in text.splitlines():
-        if m := _DOC_ROW.match(line):
-            close()
-            key, fields = (m.group(1), m.group(2).strip()), {}
-        elif key is not None and (m := _DOC_FIELD.match(line)):
-            fields[m.group(1)] = m.group(2)
-        elif line.startswith("#"):
-            close()
-            key = None
-    close()
-    return out
 
 
 def group_states(line: str) -> str:

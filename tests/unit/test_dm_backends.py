@@ -84,7 +84,8 @@ def test_documented_scenario_rows_name_real_scenarios_and_mark_only_their_values
     from types import SimpleNamespace
 
     from qmp_scenarios.catalog import all_scenarios
-    from qmp_scenarios.oracle.scenario_diff import DOC, compare, documented_rows
+    from qmp_scenarios.oracle.differences import DOC, documented_rows
+    from qmp_scenarios.oracle.scenario_diff import compare
     rows = documented_rows(DOC.read_text())
     assert rows, "the scenario differences section is gone"
     names = {s.name for s in all_scenarios()}

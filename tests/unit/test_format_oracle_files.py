@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from qmp_scenarios.oracle.differences import DOC, disagreements, parse_doc
+from qmp_scenarios.oracle.differences import DOC, disagreements, documented_rows, parse_doc
 from qmp_scenarios.oracle.format import (
     SEQUENCES,
     Difference,
@@ -57,3 +57,11 @@ def test_a_difference_the_document_lacks_is_a_disagreement() -> None:
 def test_an_entry_without_a_reason_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="lacks why"):
         parse_doc(text)
+
+
+@pytest.mark.parametrize("text", ["#### seed001-valid-paths: mp events\n- kernel: `1`\n"
+                                  "- why: the vudm value is missing\n## next section\n"])
+def test_a_scenario_row_without_vudm_is_refused(text: str) -> None:
+    """The scenario rows go through the same parser, with the same refusal."""
+    with pytest.raises(ValueError, match=r"seed001-valid-paths: mp events.* lacks vudm"):
+        documented_rows(text)
