@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from vudm_testing.daemon import DaemonProcess
+from vudm_testing.daemon import DaemonProcess, die_with_parent
 
 from .qsd import StorageDaemon, process_cpu_seconds
 
@@ -102,7 +102,7 @@ class TransportBackend:
                     sys.executable, "-m", "backend.serve_file", str(self.image),
                     str(self.socket), "--ready-fd", str(wfd), "--log-level", "WARNING",
                     pass_fds=(wfd,), stdin=asyncio.subprocess.DEVNULL, stdout=logf,
-                    stderr=logf)
+                    stderr=logf, preexec_fn=die_with_parent())
             os.close(wfd)
             wfd = -1
             ready = await asyncio.wait_for(asyncio.to_thread(os.read, rfd, 64), timeout)

@@ -4,19 +4,22 @@
 directory of the caller's choosing, waits for its ready line (never a sleep), stops it
 with ``quit`` or SIGTERM, and hands out negotiated ``qemu.qmp.QMPClient`` objects
 (integration tests, scenarios, avocado). :class:`LivenessProbe` watches a running
-daemon's loop from another process. Everything here drives the daemon from outside, as
-a user would: nothing imports the daemon's own modules (the unit tests' in-process
-daemon is in tests/daemon_in_process.py).
+daemon's loop from another process. :func:`die_with_parent` ties a child's life to its
+parent's, so a harness killed outright (pytest under ``timeout``) leaves no daemon
+behind. Everything here drives the daemon from outside, as a user would: nothing
+imports the daemon's own modules (the unit tests' in-process daemon is in
+tests/daemon_in_process.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -49,13 +52,38 @@ async def error_of(client: QMPClient, cmd: str,
     raise AssertionError(f"{cmd} {arguments} succeeded: {result!r}")
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when its parent dies.
+
+    Without it, a harness killed outright (SIGKILL, ``timeout`` on pytest, a dead xdist
+    worker) leaves its ``vudm serve`` children running, holding sockets and images. The
+    setting survives ``exec`` (also through ``ip netns exec``, which execs in place) but
+    not ``fork``. The parent is the *thread* that forked: start children from a thread
+    that outlives them (the event loop's, as every caller here does).
+    """
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+
+    def set_pdeathsig() -> None:
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+        if os.getppid() != parent:  # the parent died before the prctl: no signal comes
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return set_pdeathsig
+
+
 class DaemonProcess:
     """``vudm serve`` in a subprocess, with its QMP socket in ``sock_dir``.
 
     ``async with DaemonProcess(tmp) as d:`` returns once the daemon printed its ready
     line; ``d.client()`` opens a negotiated QMPClient; leaving the block sends ``quit``
     (SIGTERM if that fails, SIGKILL as the last resort) and waits for the exit.
-    stderr (the daemon's log) goes to ``log_path``.
+    stderr (the daemon's log) goes to ``log_path``. The daemon dies with the process
+    that started it (:func:`die_with_parent`).
     """
 
     def __init__(self, sock_dir: Path, *, config: Path | None = None,
@@ -86,7 +114,8 @@ class DaemonProcess:
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdout=asyncio.subprocess.PIPE, stderr=log,
-                stdin=asyncio.subprocess.DEVNULL, cwd=_repo_root())
+                stdin=asyncio.subprocess.DEVNULL, cwd=_repo_root(),
+                preexec_fn=die_with_parent())
         assert self.proc.stdout is not None
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), self.ready_timeout)
