@@ -45,6 +45,15 @@ async def _kill_all(rig: Rig, paths: list[str], dm: str = "mp") -> None:
         await kill_path(rig, p, wait_failed=dm)
 
 
+async def _writes_then_no_path(rig: Rig, *, queue_if_no_path: bool = True) -> FioHandle:
+    """The matrix's no-path start: multipath over p0 and p1, verified writes flowing,
+    then both paths' servers killed (each failed in the table before the next)."""
+    disk = await mpath_disk(rig, ["p0", "p1"], queue_if_no_path=queue_if_no_path)
+    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
+    await _kill_all(rig, ["p0", "p1"])
+    return io
+
+
 @scenario("seed001-valid-paths", "regression: I/O succeeds while valid paths exist",
           family="seed001-no-path",
           evidence={"mp": {"targets.0.paths.p0.ios": 100, "targets.0.paths.p1.ios": 100}})
@@ -58,9 +67,7 @@ async def valid_paths(rig: Rig) -> None:
           "guest gets EIO", expect="eio",
           family="seed001-no-path", evidence={"mp": {"targets.0.path-failures": 2, "eio": 1}})
 async def no_path_eio(rig: Rig) -> None:
-    disk = await mpath_disk(rig, ["p0", "p1"], queue_if_no_path=False)
-    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
-    await _kill_all(rig, ["p0", "p1"])
+    io = await _writes_then_no_path(rig, queue_if_no_path=False)
     await wait_io(rig, io)
 
 
@@ -69,9 +76,7 @@ async def no_path_eio(rig: Rig) -> None:
           family="seed001-no-path",
           evidence={"mp": {"targets.0.path-failures": 2, "targets.0.queued": 1}})
 async def queue_if_no_path(rig: Rig) -> None:
-    disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
-    await _kill_all(rig, ["p0", "p1"])
+    io = await _writes_then_no_path(rig)
     await restore_path(rig, "p0", wait_reinstated="mp")
     await wait_io(rig, io)
 
@@ -80,9 +85,7 @@ async def queue_if_no_path(rig: Rig) -> None:
           "issued without noflush", expect="eio",
           family="seed001-suspend", evidence={"mp": {"targets.0.queued": 1, "eio": 1}})
 async def flush_suspend_eio(rig: Rig) -> None:
-    disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
-    await _kill_all(rig, ["p0", "p1"])
+    io = await _writes_then_no_path(rig)
     await suspend(rig, "mp", noflush=False)
     await resume(rig, "mp")
     # fio stops at its first error but waits for its other writes, which queue again
@@ -132,9 +135,7 @@ async def flush_suspend_spanning_eio(rig: Rig) -> None:
           family="seed001-suspend",
           evidence={"mp": {"targets.0.requeued": 1, "pushed-back": 1, "deferred-reissued": 1}})
 async def noflush_holds_io(rig: Rig) -> None:
-    disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
-    await _kill_all(rig, ["p0", "p1"])
+    io = await _writes_then_no_path(rig)
     await suspend(rig, "mp", noflush=True)
     await resume(rig, "mp")
     await restore_path(rig, "p1", wait_reinstated="mp")
@@ -146,9 +147,7 @@ async def noflush_holds_io(rig: Rig) -> None:
           family="seed001-suspend",
           evidence={"mp": {"pushed-back": 1, "deferred-reissued": 1, "targets.0.paths.p2.ios": 1}})
 async def noflush_load_fresh_path(rig: Rig) -> None:
-    disk = await mpath_disk(rig, ["p0", "p1"])
-    io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
-    await _kill_all(rig, ["p0", "p1"])
+    io = await _writes_then_no_path(rig)
     await add_nbd_path(rig, "p2")
     await suspend(rig, "mp", noflush=True)
     await load_table(rig, "mp", mpath_table(0, rig.image_mb * MIB_SECTORS, ["p2"]))
