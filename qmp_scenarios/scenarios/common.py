@@ -8,7 +8,7 @@ from pathlib import Path
 from backend.images import allocate_image
 
 from ..rig import Rig
-from ..steps import add_nbd_path, attach_disk, boot_guest, create_dm
+from ..steps import add_device, add_nbd_path, attach_disk, boot_guest, create_dm
 
 MIB_SECTORS = 2048
 
@@ -35,6 +35,22 @@ async def mpath_disk(rig: Rig, paths: list[str], *, queue_if_no_path: bool = Tru
                                            queue_if_no_path=queue_if_no_path))
     await boot_guest(rig)
     return await attach_disk(rig, name, "d0")
+
+
+async def mpath_over_dm(rig: Rig, tables: dict[str, str], *,
+                        queue_if_no_path: bool) -> str:
+    """dm on dm: the mapped devices ``tables`` (name: table line), each added as the
+    ``dm:`` path ``p`` + name of a multipath ``mp`` over the whole image; a booted guest
+    with ``mp`` hotplugged. Returns the guest's /dev path."""
+    for name, table in tables.items():
+        await create_dm(rig, name, table)
+    paths = [f"p{name}" for name in tables]
+    for path, name in zip(paths, tables, strict=True):
+        await add_device(rig, path, f"dm:{name}")
+    await create_dm(rig, "mp", mpath_table(0, rig.image_mb * MIB_SECTORS, paths,
+                                           queue_if_no_path=queue_if_no_path))
+    await boot_guest(rig)
+    return await attach_disk(rig, "mp", "d0")
 
 
 SPAN_BLOCKS = 64

@@ -24,7 +24,7 @@ from ..steps import (
     wait_io,
 )
 from ..workloads import verify_writes, wait_in_flight_command
-from .common import MIB_SECTORS, mpath_table
+from .common import MIB_SECTORS, mpath_over_dm
 
 
 async def _image(rig: Rig) -> int:
@@ -54,14 +54,9 @@ async def _flakey_reads_mpath(rig: Rig, *, queue_if_no_path: bool) -> str:
     """Multipath over two stacked paths: ``f0``, flakey with error_reads (2 s up, 1 s
     down), and ``l1``, linear, both over the rig's image."""
     sectors = await _image(rig)
-    await create_dm(rig, "f0", f"0 {sectors} flakey img 0 2 1 1 error_reads")
-    await create_dm(rig, "l1", f"0 {sectors} linear img 0")
-    await add_device(rig, "pf0", "dm:f0")
-    await add_device(rig, "pl1", "dm:l1")
-    await create_dm(rig, "mp", mpath_table(0, sectors, ["pf0", "pl1"],
-                                           queue_if_no_path=queue_if_no_path))
-    await boot_guest(rig)
-    return await attach_disk(rig, "mp", "d0")
+    return await mpath_over_dm(rig, {"f0": f"0 {sectors} flakey img 0 2 1 1 error_reads",
+                                     "l1": f"0 {sectors} linear img 0"},
+                               queue_if_no_path=queue_if_no_path)
 
 
 @scenario("flakey-error-reads-failover", "twin of flakey-drop-writes: flakey failing "

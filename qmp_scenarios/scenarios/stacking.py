@@ -8,9 +8,9 @@ from guests.fio import FioHandle
 
 from ..registry import scenario
 from ..rig import Rig
-from ..steps import add_device, attach_disk, boot_guest, create_dm, start_io, wait_io
+from ..steps import add_device, start_io, wait_io
 from ..workloads import verify_writes
-from .common import MIB_SECTORS, mpath_table
+from .common import MIB_SECTORS, mpath_over_dm
 
 
 async def _mpath_over_flakey(rig: Rig, f0: str, f1: str, *,
@@ -19,14 +19,9 @@ async def _mpath_over_flakey(rig: Rig, f0: str, f1: str, *,
     a multipath over them as ``dm:`` paths, verified writes from the guest."""
     sectors = rig.image_mb * MIB_SECTORS
     await add_device(rig, "img", f"file:{rig.image}")
-    await create_dm(rig, "f0", f"0 {sectors} flakey img 0 {f0}")
-    await create_dm(rig, "f1", f"0 {sectors} flakey img 0 {f1}")
-    await add_device(rig, "pf0", "dm:f0")
-    await add_device(rig, "pf1", "dm:f1")
-    await create_dm(rig, "mp", mpath_table(0, sectors, ["pf0", "pf1"],
-                                           queue_if_no_path=queue_if_no_path))
-    await boot_guest(rig)
-    disk = await attach_disk(rig, "mp", "d0")
+    disk = await mpath_over_dm(rig, {"f0": f"0 {sectors} flakey img 0 {f0}",
+                                     "f1": f"0 {sectors} flakey img 0 {f1}"},
+                               queue_if_no_path=queue_if_no_path)
     return await start_io(rig, verify_writes(disk, size="8M", rate_iops=1000))
 
 
