@@ -16,17 +16,7 @@ if [ -x "$out/dmsetup" ]; then
 fi
 
 tree=$src/lvm2-$ver
-if [ ! -f "$tree/.vudm-unpacked" ]; then
-  log "fetching lvm2 $ver source (apt-get source)"
-  rm -rf "$tree" && mkdir -p "$tree"
-  chown _apt "$tree" 2>/dev/null || true
-  (cd "$tree" && apt-get source -q "lvm2=$ver" >"$tree/apt-source.log" 2>&1) ||
-    die "apt-get source lvm2=$ver failed (deb-src enabled? see scripts/setup-host.sh): $(tail -n3 "$tree/apt-source.log")"
-  unpacked=$(find "$tree" -mindepth 1 -maxdepth 1 -type d -name 'lvm2-*' | head -n1)
-  [ -n "$unpacked" ] || die "apt-get source lvm2=$ver unpacked nothing"
-  ln -sfn "$(basename "$unpacked")" "$tree/tree"
-  touch "$tree/.vudm-unpacked"
-fi
+fetch_source lvm2 "$ver" "$tree"
 
 log "building static dmsetup from lvm2 $ver (about 1-2 min: configure is most of it)"
 jobs=$(nproc); [ "$jobs" -gt 2 ] && jobs=2
@@ -44,8 +34,4 @@ jobs=$(nproc); [ "$jobs" -gt 2 ] && jobs=2
     make -j"$jobs" -C libdm/dm-tools dmsetup.static >>"$tree/make.log" 2>&1 ||
     die "dmsetup build failed; see $tree/make.log"
 )
-mkdir -p "$out"
-strip -o "$out/dmsetup.tmp" "$tree/tree/libdm/dm-tools/dmsetup.static"
-mv "$out/dmsetup.tmp" "$out/dmsetup"
-log "dmsetup built: $(du -h "$out/dmsetup" | cut -f1)"
-echo "$out/dmsetup"
+install_stripped "$tree/tree/libdm/dm-tools/dmsetup.static" "$out" dmsetup

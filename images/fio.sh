@@ -16,18 +16,7 @@ if [ -x "$out/fio" ]; then
 fi
 
 tree=$src/fio-$ver
-if [ ! -f "$tree/.vudm-unpacked" ]; then
-  log "fetching fio $ver source (apt-get source)"
-  rm -rf "$tree" && mkdir -p "$tree"
-  chown _apt "$tree" 2>/dev/null || true
-  (cd "$tree" && apt-get source -q "fio=$ver" >"$tree/apt-source.log" 2>&1) ||
-    die "apt-get source fio=$ver failed (deb-src enabled? see scripts/setup-host.sh): $(tail -n3 "$tree/apt-source.log")"
-  # apt-get source unpacks into fio-<upstream version>/ below the download dir.
-  unpacked=$(find "$tree" -mindepth 1 -maxdepth 1 -type d -name 'fio-*' | head -n1)
-  [ -n "$unpacked" ] || die "apt-get source fio=$ver unpacked nothing"
-  ln -sfn "$(basename "$unpacked")" "$tree/tree"
-  touch "$tree/.vudm-unpacked"
-fi
+fetch_source fio "$ver" "$tree"
 
 log "building static fio $ver (about 20-60 s)"
 jobs=$(nproc); [ "$jobs" -gt 2 ] && jobs=2
@@ -43,8 +32,4 @@ jobs=$(nproc); [ "$jobs" -gt 2 ] && jobs=2
     die "fio configure found no libaio (libaio-dev missing?); see $tree/configure.log"
   make -j"$jobs" fio >"$tree/make.log" 2>&1 || die "fio build failed; see $tree/make.log"
 )
-mkdir -p "$out"
-strip -o "$out/fio.tmp" "$tree/tree/fio"
-mv "$out/fio.tmp" "$out/fio"
-log "fio built: $(du -h "$out/fio" | cut -f1)"
-echo "$out/fio"
+install_stripped "$tree/tree/fio" "$out" fio

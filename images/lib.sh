@@ -22,3 +22,31 @@ source_version() {
   apt-cache showsrc --only-source "$1" 2>/dev/null |
     awk '$1 == "Version:" { print $2 }' | sort -V | tail -n1
 }
+
+# Debian source package PKG at VER unpacked once into TREE (apt-get source), with
+# TREE/tree linking to the unpacked source (apt-get source unpacks into PKG-<upstream
+# version>/ below the download dir). A marker says it finished: a half unpack is redone.
+fetch_source() {
+  local pkg=$1 ver=$2 tree=$3 unpacked
+  [ -f "$tree/.vudm-unpacked" ] && return 0
+  log "fetching $pkg $ver source (apt-get source)"
+  rm -rf "$tree" && mkdir -p "$tree"
+  chown _apt "$tree" 2>/dev/null || true
+  (cd "$tree" && apt-get source -q "$pkg=$ver" >"$tree/apt-source.log" 2>&1) ||
+    die "apt-get source $pkg=$ver failed (deb-src enabled? see scripts/setup-host.sh): $(tail -n3 "$tree/apt-source.log")"
+  unpacked=$(find "$tree" -mindepth 1 -maxdepth 1 -type d -name "$pkg-*" | head -n1)
+  [ -n "$unpacked" ] || die "apt-get source $pkg=$ver unpacked nothing"
+  ln -sfn "$(basename "$unpacked")" "$tree/tree"
+  touch "$tree/.vudm-unpacked"
+}
+
+# A built binary stripped into the cache as OUT/NAME (renamed into place, so a reader
+# never sees half a file), its path printed.
+install_stripped() {
+  local built=$1 out=$2 name=$3
+  mkdir -p "$out"
+  strip -o "$out/$name.tmp" "$built"
+  mv "$out/$name.tmp" "$out/$name"
+  log "$name built: $(du -h "$out/$name" | cut -f1)"
+  echo "$out/$name"
+}
