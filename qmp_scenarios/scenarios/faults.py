@@ -36,18 +36,24 @@ async def _image(rig: Rig) -> int:
 # -- flakey -----------------------------------------------------------------------------
 
 
+async def _verified_writes_on_flakey(rig: Rig, feature: str) -> None:
+    """Verified writes from the guest on ``fl``, flakey over the image (1 s up, 1 s
+    down) with its one ``feature`` while down, to the end."""
+    sectors = await _image(rig)
+    await create_dm(rig, "fl", f"0 {sectors} flakey img 0 1 1 1 {feature}")
+    await boot_guest(rig)
+    disk = await attach_disk(rig, "fl", "d0")
+    io = await start_io(rig, verify_writes(disk, size="8M", rate_iops=1000))
+    await wait_io(rig, io)
+
+
 @scenario("flakey-drop-writes", "flakey with drop_writes (1 s up, 1 s down) under "
           "verified writes: the writes dropped while down complete as if done, so the "
           "device reports no error and only the guest's own verify can catch the loss",
           expect="verify-fails", family="flakey",
           evidence={"fl": {"targets.0.faults": 1, "ios": 100}})
 async def flakey_drop_writes(rig: Rig) -> None:
-    sectors = await _image(rig)
-    await create_dm(rig, "fl", f"0 {sectors} flakey img 0 1 1 1 drop_writes")
-    await boot_guest(rig)
-    disk = await attach_disk(rig, "fl", "d0")
-    io = await start_io(rig, verify_writes(disk, size="8M", rate_iops=1000))
-    await wait_io(rig, io)
+    await _verified_writes_on_flakey(rig, "drop_writes")
 
 
 async def _flakey_reads_mpath(rig: Rig, *, queue_if_no_path: bool) -> str:
@@ -76,12 +82,7 @@ async def flakey_error_reads_failover(rig: Rig) -> None:
           "(no multipath): the guest's verify reads get EIO", expect="eio",
           family="flakey", evidence={"fl": {"targets.0.faults": 1, "eio": 1}})
 async def flakey_error_reads_eio(rig: Rig) -> None:
-    sectors = await _image(rig)
-    await create_dm(rig, "fl", f"0 {sectors} flakey img 0 1 1 1 error_reads")
-    await boot_guest(rig)
-    disk = await attach_disk(rig, "fl", "d0")
-    io = await start_io(rig, verify_writes(disk, size="8M", rate_iops=1000))
-    await wait_io(rig, io)
+    await _verified_writes_on_flakey(rig, "error_reads")
 
 
 # -- delay ------------------------------------------------------------------------------
