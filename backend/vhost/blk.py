@@ -247,6 +247,10 @@ class VirtioBlkDevice:
     # -- request path -------------------------------------------------------------------
 
     def _queue_handler(self, _dev: int, qidx: int) -> None:
+        self.queue_kicked(qidx)
+
+    def queue_kicked(self, qidx: int) -> None:
+        """A kick (VuDevice reads the kick fd itself and calls this straight)."""
         try:
             self.process_queue(qidx)
         except BaseException:
