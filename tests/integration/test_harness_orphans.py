@@ -1,6 +1,7 @@
 """A harness killed outright takes its daemons along: ``timeout`` on pytest, a dead xdist
-worker or a SIGKILLed bench must not leave ``vudm serve`` (or the bench's file server)
-running, holding sockets, images and CPU (vudm_testing.daemon.die_with_parent).
+worker or a SIGKILLed bench must not leave ``vudm serve``, the bench's file server or a
+path's NBD server (qemu-storage-daemon) running, holding sockets, images and CPU
+(vudm_testing.daemon.die_with_parent).
 
 A parent process starts the daemon the way the harness does and prints its pid; the
 test SIGKILLs that parent and waits on the daemon's pidfd for its exit.
@@ -28,6 +29,7 @@ PARENT = textwrap.dedent("""
     from pathlib import Path
 
     from qmp_scenarios.bench_backends import TransportBackend
+    from qmp_scenarios.nbd_server import NbdServer
     from vudm_testing.daemon import DaemonProcess
 
     async def main(kind: str, workdir: Path) -> None:
@@ -35,6 +37,11 @@ PARENT = textwrap.dedent("""
             daemon = DaemonProcess(workdir / "d")
             await daemon.start()
             proc = daemon.proc
+        elif kind == "nbd-server":
+            server = NbdServer(workdir / "paths", "p0", workdir / "disk.img")
+            await server.start()
+            print(server.pid, flush=True)
+            await asyncio.Event().wait()  # until killed
         else:
             backend = TransportBackend(workdir, workdir / "disk.img")
             await backend.start()
@@ -52,7 +59,7 @@ def _wait_readable(fd: int, timeout: float) -> bool:
     return bool(readable)
 
 
-@pytest.mark.parametrize("kind", ["vudm-serve", "serve-file"])
+@pytest.mark.parametrize("kind", ["vudm-serve", "serve-file", "nbd-server"])
 def test_a_sigkilled_parent_takes_its_daemon_along(kind: str, tmp_path: Path) -> None:
     allocate_image(tmp_path / "disk.img", 8 << 20)
     parent = subprocess.Popen([sys.executable, "-c", PARENT, kind, str(tmp_path)],
