@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 
+from backend import eventloop
 from backend.blockio import Bio, BioSink, Status
 from backend.devices.file import FileDevice
 from backend.vhost.blk import VhostUserBlkExport
@@ -86,10 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--progress-every", type=int, default=0)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--loop", choices=eventloop.LOOPS,
+                        help=f"event loop (default: ${eventloop.ENV}, else uvloop if installed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-    asyncio.run(serve(args))
+    eventloop.run(serve(args), args.loop)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ _OUTHDR = struct.Struct("<IIQ")
 class FakeLib:
     """libvhost-user's pop/push/notify/free over a list of ready elements."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, elems: list[int], kick: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, elems: list[int], kick: Any,
+                 kick_fd: bool = False) -> None:
         self.loop = loop
         self.avail = list(elems)
         self.kick = kick
@@ -52,6 +53,22 @@ class FakeLib:
         self.call_fd = os.eventfd(0, os.EFD_NONBLOCK)
         """The guest's call eventfd: a notify writes it, as libvhost-user's does."""
         self.notified = 0
+        self.kick_fd = -1
+        """``--kick fd``: the guest's kick is an eventfd the loop watches (add_reader),
+        as libvhost-user's kick fd is, so the loop's select runs once per kick."""
+        if kick_fd:
+            self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK)
+            loop.add_reader(self.kick_fd, self._kicked_fd)
+
+    def close(self) -> None:
+        if self.kick_fd >= 0:
+            self.loop.remove_reader(self.kick_fd)
+            os.close(self.kick_fd)
+        os.close(self.call_fd)
+
+    def _kicked_fd(self) -> None:
+        os.eventfd_read(self.kick_fd)
+        self._kick()
 
     def vu_queue_pop(self, _dev: int, _vq: int, _size: int) -> int:
         return self.avail.pop() if self.avail else 0
@@ -62,7 +79,10 @@ class FakeLib:
             self.returned.append(elem)
             if not self.kicked:
                 self.kicked = True
-                self.loop.call_soon(self._kick)
+                if self.kick_fd >= 0:
+                    os.eventfd_write(self.kick_fd, 1)
+                else:
+                    self.loop.call_soon(self._kick)
 
     def _kick(self) -> None:
         self.kicked = False
@@ -110,7 +130,8 @@ def _elements(qd: int, nblocks: int, op: str, rng: random.Random) -> tuple[Any, 
 
 
 async def run_one(image: Path, path: str, qd: int, seconds: float, op: str,
-                  device: str = "file", profile: bool = False) -> dict[str, Any]:
+                  device: str = "file", profile: bool = False,
+                  kick_fd: bool = False) -> dict[str, Any]:
     import backend.targets  # noqa: F401  (registers linear)
     from backend.devices.file import FileDevice
     from backend.devices.mem import NullDevice
@@ -132,7 +153,7 @@ async def run_one(image: Path, path: str, qd: int, seconds: float, op: str,
         sink = DeviceSink(dev)
     raw, elems = _elements(qd, dev.size // BLOCK, op, random.Random(42))
     blk: Any = None
-    lib = FakeLib(loop, elems, lambda: blk.process_queue(0))
+    lib = FakeLib(loop, elems, lambda: blk.process_queue(0), kick_fd)
     blk = VirtioBlkDevice(sink, lib=lib)  # type: ignore[arg-type]
     blk._running = True
     blk._started[0] = True
@@ -168,7 +189,7 @@ async def run_one(image: Path, path: str, qd: int, seconds: float, op: str,
     out: dict[str, Any] = {"iops": n / (t1 - t0), "cpu_us": cpu / n * 1e6,
                            "user_us": (c1.user - c0.user) / n * 1e6,
                            "notifies": lib.notified / max(1, lib.pushed)}
-    os.close(lib.call_fd)
+    lib.close()
     if prof is not None:
         out["calls"] = _calls_per_io(prof, n)
     return out
@@ -187,8 +208,11 @@ def _calls_per_io(prof: Any, n: int) -> dict[str, float]:
 
 
 def _child(args: argparse.Namespace) -> None:
-    res = asyncio.run(run_one(args.image, args.path[0], args.qd[0], args.seconds, args.op,
-                              args.device, args.calls))
+    from backend import eventloop
+
+    res = eventloop.run(run_one(args.image, args.path[0], args.qd[0], args.seconds, args.op,
+                                args.device, args.calls, args.kick == "fd"),
+                        args.loop[0] if args.loop else "asyncio")
     print(json.dumps(res))
 
 
@@ -215,6 +239,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="count Python calls per I/O (cProfile; deterministic)")
     parser.add_argument("--tree", type=Path, action="append", default=[],
                         help="another checkout to measure, interleaved with this one")
+    parser.add_argument("--kick", choices=["soon", "fd"], default="soon",
+                        help="fd: kicks through an eventfd the loop watches, as a guest's do "
+                             "(soon: the next loop turn, no select)")
+    parser.add_argument("--loop", nargs="+", choices=["asyncio", "uvloop"],
+                        help="event loops to measure, interleaved (default: asyncio)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -224,22 +253,25 @@ def main(argv: list[str] | None = None) -> None:
 
     fill_image(args.image, args.size_mib << 20)
     trees = [ROOT, *[t.resolve() for t in args.tree]]
-    configs = [(t, p, q) for q in args.qd for p in args.path for t in trees]
-    samples: dict[tuple[Path, str, int], list[dict[str, float]]] = {}
+    loops = args.loop or [""]
+    configs = [(t, p, q, lp) for q in args.qd for p in args.path for t in trees for lp in loops]
+    samples: dict[tuple[Path, str, int, str], list[dict[str, float]]] = {}
     for rnd in range(args.rounds):
         order = configs[rnd % len(configs):] + configs[:rnd % len(configs)]
-        for tree, path, qd in order:
+        for tree, path, qd, lp in order:
             # a child per run: each version imports its own code, nothing warms the next
             out = subprocess.run(
                 [sys.executable, "-m", _module_in(tree), "--child",
                  "--image", str(args.image), "--path", path, "--qd", str(qd),
                  "--seconds", str(args.seconds), "--op", args.op, "--device", args.device]
-                + (["--calls"] if args.calls else []),
+                + (["--calls"] if args.calls else [])
+                + (["--kick", args.kick] if args.kick != "soon" else [])
+                + (["--loop", lp] if lp else []),
                 cwd=tree, env=os.environ | {"PYTHONPATH": str(tree)}, check=True,
                 capture_output=True, text=True).stdout
             s = json.loads(out.strip().splitlines()[-1])
-            samples.setdefault((tree, path, qd), []).append(s)
-            print(f"round {rnd} {tree.name:14} {path:9} qd {qd:2} {s['iops']:8.0f} IOPS "
+            samples.setdefault((tree, path, qd, lp), []).append(s)
+            print(f"round {rnd} {tree.name:14} {lp:7} {path:9} qd {qd:2} {s['iops']:8.0f} IOPS "
                   f"{s['cpu_us']:6.1f} µs CPU/IO {s.get('notifies', 0):5.2f} notifies/IO",
                   flush=True)
             if "calls" in s:
@@ -247,9 +279,11 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {sum(s['calls'].values()):.1f} Python calls per I/O:\n    "
                       + "\n    ".join(f"{c:6.2f} {name}" for name, c in top if c >= 0.05))
     print(f"\nmedians of {args.rounds} rounds, {args.seconds:g}s each, 4k random {args.op}s")
-    print(f"{'tree':14} {'path':9} {'qd':>3} {'IOPS':>8} {'CPU µs/IO':>10} {'user µs/IO':>10}")
-    for (tree, path, qd), ss in samples.items():
-        print(f"{tree.name:14} {path:9} {qd:3} {statistics.median(s['iops'] for s in ss):8.0f} "
+    print(f"{'tree':14} {'loop':7} {'path':9} {'qd':>3} {'IOPS':>8} {'CPU µs/IO':>10} "
+          f"{'user µs/IO':>10}")
+    for (tree, path, qd, lp), ss in samples.items():
+        print(f"{tree.name:14} {lp:7} {path:9} {qd:3} "
+              f"{statistics.median(s['iops'] for s in ss):8.0f} "
               f"{statistics.median(s['cpu_us'] for s in ss):10.1f} "
               f"{statistics.median(s['user_us'] for s in ss):10.1f}")
 

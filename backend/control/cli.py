@@ -245,6 +245,8 @@ def build_parser(extra: Sequence[Subcommand] = ()) -> argparse.ArgumentParser:
                         "num-queues=Q (served through a linear mapped device named E)")
     p.add_argument("--checker-interval", type=float, default=1.0, metavar="S",
                    help="probe multipath paths every S seconds (0: no path checker)")
+    p.add_argument("--loop", choices=("asyncio", "uvloop"),
+                   help="event loop (default: $VUDM_LOOP, else uvloop if installed)")
     p.set_defaults(run=_run_serve)
 
     p = _verb(sub, common, "create", _create, "create a mapped device from a table")
@@ -320,7 +322,7 @@ def _run_serve(ns: argparse.Namespace) -> int:
 
     from .config import load_config
     from .logfmt import setup as setup_logging
-    from .serve import serve
+    from .serve import run
 
     setup_logging(ns.log_level)
     try:
@@ -333,9 +335,9 @@ def _run_serve(ns: argparse.Namespace) -> int:
     if path is None and qsd is None:
         path = str(socket_path())
     try:
-        asyncio.run(serve(Path(path) if path else None, config,
-                          checker_interval=ns.checker_interval, state_dir=ns.state_dir,
-                          qsd=qsd, listeners=listeners))
+        run(Path(path) if path else None, config, loop=ns.loop,
+            checker_interval=ns.checker_interval, state_dir=ns.state_dir,
+            qsd=qsd, listeners=listeners)
     except (ControlError, OSError) as e:
         print(f"vudm serve: {e}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from .. import eventloop
 from ..checker import PathChecker
 from ..daemon import Daemon
 from ..daemon_state import restore
@@ -155,6 +156,15 @@ async def serve(qmp_path: str | os.PathLike[str] | None, config: Config | None =
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+def run(qmp_path: str | os.PathLike[str] | None, config: Config | None = None, *,
+        loop: str | None = None, checker_interval: float = 1.0,
+        state_dir: str | os.PathLike[str] | None = None,
+        qsd: QsdSetup | None = None, listeners: Listeners | None = None) -> None:
+    """``serve`` on the chosen event loop (``backend.eventloop``): what ``vudm serve`` runs."""
+    eventloop.run(serve(qmp_path, config, checker_interval=checker_interval,
+                        state_dir=state_dir, qsd=qsd, listeners=listeners), loop)
 
 
 def _on_signal(daemon: Daemon, sig: signal.Signals) -> None:
