@@ -28,6 +28,7 @@ from .agent import LINE_LIMIT, AgentClient, AgentJob, AgentResult, DiskEvent
 from .console import diagnostics
 from .disk_names import LIST_DISKS, disk_name, find_disk_in_listing
 from .image import GuestImage, find_image
+from .lifetime import die_with_parent
 from .qemu_cmd import (
     MAX_SLOTS,
     MachineConfig,
@@ -154,6 +155,7 @@ class Guest:
                         stdout=qemu_log,
                         stderr=qemu_log,
                         start_new_session=True,
+                        preexec_fn=die_with_parent(),
                     )
                 log.info("guest %s: qemu pid %d (%s)", self.workdir, self._proc.pid, config.accel)
                 await self._until(self._qmp.accept(), "QEMU's QMP connection", deadline)

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from vudm_testing.daemon import DaemonProcess, die_with_parent
+from guests.lifetime import die_with_parent
+from vudm_testing.daemon import DaemonProcess
 
 from .qsd import StorageDaemon, process_cpu_seconds
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qemu.qmp import QMPClient
 
-from vudm_testing.daemon import die_with_parent
+from guests.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@
 directory of the caller's choosing, waits for its ready line (never a sleep), stops it
 with ``quit`` or SIGTERM, and hands out negotiated ``qemu.qmp.QMPClient`` objects
 (integration tests, scenarios, avocado). :class:`LivenessProbe` watches a running
-daemon's loop from another process. :func:`die_with_parent` ties a child's life to its
-parent's, so a harness killed outright (pytest under ``timeout``) leaves no daemon
-behind. Everything here drives the daemon from outside, as a user would: nothing
-imports the daemon's own modules (the unit tests' in-process daemon is in
+daemon's loop from another process. Its child dies with its parent
+(:func:`guests.lifetime.die_with_parent`), so a harness killed outright (pytest under
+``timeout``) leaves no daemon behind. Everything here drives the daemon from outside, as
+a user would: nothing imports the daemon's own modules (the unit tests' in-process daemon is in
 tests/daemon_in_process.py).
 """
 
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +28,7 @@ from qemu.qmp import ExecuteError, QMPClient
 
 from backend.control.client import READY
 from backend.errors import ClientError
+from guests.lifetime import die_with_parent
 
 T = TypeVar("T")
 
@@ -50,30 +50,6 @@ async def error_of(client: QMPClient, cmd: str,
     except ExecuteError as e:
         return e.error_class, e.error.error.desc
     raise AssertionError(f"{cmd} {arguments} succeeded: {result!r}")
-
-
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def die_with_parent() -> Callable[[], None]:
-    """A ``preexec_fn`` that has the kernel SIGKILL the child when its parent dies.
-
-    Without it, a harness killed outright (SIGKILL, ``timeout`` on pytest, a dead xdist
-    worker) leaves its ``vudm serve`` children running, holding sockets and images. The
-    setting survives ``exec`` (also through ``ip netns exec``, which execs in place) but
-    not ``fork``. The parent is the *thread* that forked: start children from a thread
-    that outlives them (the event loop's, as every caller here does).
-    """
-    parent = os.getpid()
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
-
-    def set_pdeathsig() -> None:
-        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
-        if os.getppid() != parent:  # the parent died before the prctl: no signal comes
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return set_pdeathsig
 
 
 class DaemonProcess:

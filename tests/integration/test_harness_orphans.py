@@ -1,7 +1,7 @@
 """A harness killed outright takes its daemons along: ``timeout`` on pytest, a dead xdist
-worker or a SIGKILLed bench must not leave ``vudm serve``, the bench's file server or a
-path's NBD server (qemu-storage-daemon) running, holding sockets, images and CPU
-(vudm_testing.daemon.die_with_parent).
+worker or a SIGKILLed bench must not leave ``vudm serve``, the bench's file server, a
+path's NBD server (qemu-storage-daemon) or a QEMU guest running, holding sockets, images
+and CPU (guests.lifetime.die_with_parent).
 
 A parent process starts the daemon the way the harness does and prints its pid; the
 test SIGKILLs that parent and waits on the daemon's pidfd for its exit.
@@ -28,6 +28,8 @@ PARENT = textwrap.dedent("""
     import asyncio, sys
     from pathlib import Path
 
+    from guests.image import GuestImage
+    from guests.machine import Guest
     from qmp_scenarios.bench_backends import TransportBackend
     from qmp_scenarios.nbd_server import NbdServer
     from vudm_testing.daemon import DaemonProcess
@@ -37,6 +39,13 @@ PARENT = textwrap.dedent("""
             daemon = DaemonProcess(workdir / "d")
             await daemon.start()
             proc = daemon.proc
+        elif kind == "guest":
+            kernel, initrd, cmdline = sys.argv[3:6]
+            guest = Guest(workdir / "guest",
+                          image=GuestImage(Path(kernel), Path(initrd), cmdline))
+            await guest.start()
+            print(guest.pid, flush=True)
+            await asyncio.Event().wait()  # until killed
         elif kind == "nbd-server":
             server = NbdServer(workdir / "paths", "p0", workdir / "disk.img")
             await server.start()
@@ -59,10 +68,15 @@ def _wait_readable(fd: int, timeout: float) -> bool:
     return bool(readable)
 
 
-@pytest.mark.parametrize("kind", ["vudm-serve", "serve-file", "nbd-server"])
-def test_a_sigkilled_parent_takes_its_daemon_along(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["vudm-serve", "serve-file", "nbd-server", "guest"])
+def test_a_sigkilled_parent_takes_its_daemon_along(kind: str, tmp_path: Path,
+                                                   request: pytest.FixtureRequest) -> None:
     allocate_image(tmp_path / "disk.img", 8 << 20)
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, kind, str(tmp_path)],
+    extra: list[str] = []
+    if kind == "guest":
+        image = request.getfixturevalue("vudm_image")
+        extra = [str(image.kernel), str(image.initrd), image.cmdline]
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, kind, str(tmp_path), *extra],
                               stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT)
     pidfd = -1
     try:

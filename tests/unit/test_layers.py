@@ -71,7 +71,7 @@ LAYERS = (
           "through the ``vudm.scenarios`` entry points (it never names them)"),
     Layer("guests", ("guests",), (),
           "QEMU guests via qemu.qmp: knows nothing of the backend it is a guest of"),
-    Layer("harness", ("vudm_testing.daemon",), ("base", "client"),
+    Layer("harness", ("vudm_testing.daemon",), ("base", "client", "guests"),
           "``vudm serve`` as a child process, for scenarios, suites and tests"),
     Layer("scenarios", ("qmp_scenarios",), ("base", "client", "cli", "guests", "harness"),
           "the QMP-driven rig and its named scenarios: they drive the daemon as a user "
