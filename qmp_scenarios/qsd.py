@@ -1,6 +1,5 @@
-"""A qemu-storage-daemon process: started as a child that dies with its parent, ready
-once its monitor greets (its exports are up by then), SIGKILLed for real, its CPU time
-read from /proc, its own QMP monitor at hand."""
+"""A qemu-storage-daemon process: started daemonized (it returns once its exports are
+up), SIGKILLed for real, its CPU time read from /proc, its own QMP monitor at hand."""
 
 from __future__ import annotations
 
@@ -9,12 +8,9 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 from pathlib import Path
 
 from qemu.qmp import QMPClient
-
-from guests.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -65,53 +61,34 @@ class StorageDaemon:
         self.prefix = prefix
         """argv prefix, e.g. ``ip netns exec NS`` to serve from a network namespace."""
         self.qmp_socket = self.dir / "qmp.sock"
+        self.pidfile = self.dir / "qsd.pid"
         self.log = self.dir / "qsd.log"
         self.pid: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
 
-    def argv(self, monitor_fd: int) -> list[str]:
+    def argv(self) -> list[str]:
         return [*self.prefix, "qemu-storage-daemon", *self.args,
-                "--chardev", f"socket,id=mon0,fd={monitor_fd},server=on,wait=off",
-                "--monitor", "chardev=mon0"]
+                "--chardev", f"socket,id=mon0,path={self.qmp_socket},server=on,wait=off",
+                "--monitor", "chardev=mon0",
+                "--pidfile", str(self.pidfile), "--daemonize"]
 
     async def start(self, timeout: float = 20.0) -> None:
-        """Start; returns once the daemon is up.
-
-        Not ``--daemonize``: its fork would clear the parent-death signal, and a harness
-        killed outright would leave the server behind. Readiness instead: the monitor
-        listens on a socket bound here and handed over, so a connection made at once is
-        greeted when the daemon's main loop first runs, after every ``--blockdev``,
-        ``--nbd-server`` and ``--export`` was set up (or closed if the daemon exits)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.qmp_socket.unlink()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with listener, self.log.open("ab") as logf:
-            listener.bind(str(self.qmp_socket))
-            listener.listen(1)
-            fd = listener.fileno()
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.argv(fd), stdout=logf, stderr=logf, stdin=asyncio.subprocess.DEVNULL,
-                pass_fds=(fd,), preexec_fn=die_with_parent())
-            # connected before our copy of the listener closes: the daemon's copy answers
-            reader, writer = await asyncio.open_unix_connection(str(self.qmp_socket))
-        self.pid = self._proc.pid
-        try:
-            greeting = await asyncio.wait_for(reader.readline(), timeout)
-        except ConnectionError:
-            greeting = b""  # it exited before its main loop ran: said below
-        except TimeoutError as e:
-            self.kill()
-            raise StorageDaemonError(f"qemu-storage-daemon in {self.dir} did not start "
-                                     f"within {timeout}s") from e
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        if not greeting.startswith(b'{"QMP"'):
-            rc = await self._proc.wait()
-            self.pid = None
+        """Start; returns once the daemon is up (``--daemonize`` waits for that)."""
+        for p in (self.qmp_socket, self.pidfile):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        with self.log.open("ab") as logf:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv(), stdout=logf, stderr=logf, stdin=asyncio.subprocess.DEVNULL)
+            try:
+                rc = await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError as e:
+                proc.kill()
+                raise StorageDaemonError(f"qemu-storage-daemon in {self.dir} did not start "
+                                         f"within {timeout}s") from e
+        if rc != 0:
             tail = self.log.read_text(errors="replace")[-2000:]
             raise StorageDaemonError(f"qemu-storage-daemon exited {rc}: {tail}")
+        self.pid = int(self.pidfile.read_text().strip())
 
     def kill(self) -> int | None:
         """SIGKILL the daemon; returns the pid it had (to wait on), or None."""
