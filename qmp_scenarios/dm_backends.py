@@ -166,8 +166,18 @@ class VudmDm:
         return self.rig.events.mark()
 
     async def wait_event(self, name: str, reason: str, mark: int, timeout: float) -> None:
-        await self.rig.events.wait("DM_EVENT", {"name": name, "reason": reason}, since=mark,
-                                   timeout=timeout)
+        """DM_EVENT ``reason`` on ``name``; a reason without its parenthesised detail
+        (``mirror log device lg failed``) also matches any detail (``(write)``,
+        ``(flush)``): which I/O meets a dead device first is a race, the rule is not."""
+        try:
+            await self.rig.events.wait(
+                "DM_EVENT", {"name": name, "reason": lambda r: _reason_matches(r, reason)},
+                since=mark, timeout=timeout)
+        except TimeoutError:
+            seen = [ev.get("data", {}).get("reason") for ev in self.rig.events.events[mark:]
+                    if ev.get("event") == "DM_EVENT"]
+            raise TimeoutError(f"no DM_EVENT {reason!r} on {name} within {timeout}s "
+                               f"(DM_EVENT reasons since mark: {seen})") from None
 
     def path_disks(self) -> list[str]:
         return []  # the guest never sees vudm's paths
@@ -532,6 +542,10 @@ def unstack(top: DmLines, lowers: dict[str, DmLines]) -> DmLines:
         table.append(line)
         status.append(stat)
     return DmLines(table, status, top.event_nr + sum(low.event_nr for low in lowers.values()))
+
+
+def _reason_matches(seen: object, wanted: str) -> bool:
+    return isinstance(seen, str) and (seen == wanted or seen.startswith(wanted + " ("))
 
 
 def reason_seen(reason: str, info: DmLines, mark: int) -> bool:

@@ -39,13 +39,15 @@ class EventLog:
             if ev.get("event") != name:
                 continue
             data = ev.get("data", {})
-            if all(data.get(k) == v for k, v in (match or {}).items()):
+            if all(v(data.get(k)) if callable(v) else data.get(k) == v
+                   for k, v in (match or {}).items()):
                 return ev
         return None
 
     async def wait(self, name: str, match: Mapping[str, Any] | None = None, *,
                    since: int = 0, timeout: float = 30.0) -> dict[str, Any]:
-        """The first event ``name`` whose data contains ``match``, after ``since``."""
+        """The first event ``name`` whose data contains ``match``, after ``since`` (a
+        callable value in ``match`` is a predicate on that field)."""
         async def found() -> dict[str, Any]:
             async with self._changed:
                 while True:

@@ -84,6 +84,6 @@ async def interrupted_suspend_pushback(rig: Rig) -> None:
                            "eio": 1}})
 async def interrupted_suspend_late_requeue(rig: Rig) -> None:
     io = await _suspend_interrupted_with_pushback(rig)
-    await kill_path_until_event(rig, "m1", "mp", "mirror leg m1 failed (write error)")
+    await kill_path_until_event(rig, "m1", "mp", "mirror leg m1 failed")
     await restore_path(rig, "p0", wait_reinstated="mp")
     await wait_io(rig, io)

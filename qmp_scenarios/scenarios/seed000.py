@@ -52,7 +52,7 @@ async def _writes(rig: Rig, disk: str) -> FioHandle:
 async def _log_killed_under_writes(rig: Rig) -> FioHandle:
     disk = await _mirror_disk(rig, log="lg")
     io = await _writes(rig, disk)
-    await kill_path_until_event(rig, "lg", "mir", "mirror log device lg failed (write)")
+    await kill_path_until_event(rig, "lg", "mir", "mirror log device lg failed")
     await wait_guest_in_flight(rig, disk, "writes held after the log failed")
     await add_nbd_path(rig, "lg2", add_image(rig, "lg2", 1))
     return io
@@ -87,7 +87,7 @@ async def mirror_log_failure_flush(rig: Rig) -> None:
 async def _leg_killed_under_writes(rig: Rig) -> FioHandle:
     disk = await _mirror_disk(rig, log=None)
     io = await _writes(rig, disk)
-    await kill_path_until_event(rig, "m1", "mir", "mirror leg m1 failed (write error)")
+    await kill_path_until_event(rig, "m1", "mir", "mirror leg m1 failed")
     await expect_status(rig, "mir", " AD ")  # leg m1 Dead, m0 Alive
     await wait_guest_in_flight(rig, disk, "writes held after a leg failed")
     return io
