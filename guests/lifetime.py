@@ -1,6 +1,7 @@
 """Children that die with their parent: a harness killed outright (SIGKILL, ``timeout``
-on pytest, a dead xdist worker, a SIGKILLed bench) must not leave QEMU guests, ``vudm
-serve`` or NBD servers running, holding sockets, images and CPU.
+on pytest, a dead xdist worker, a SIGKILLed bench) must not leave QEMU guests or ``vudm
+serve`` running, holding sockets, images and CPU. (The paths' qemu-storage-daemon
+servers start with ``--daemonize``, whose fork clears the setting: they are not covered.)
 
 It lives in guests/, the layer that imports nothing, so the guests' QEMU and the
 harness's daemons (vudm_testing.daemon) share one copy.
