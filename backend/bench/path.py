@@ -103,35 +103,44 @@ class FakeLib:
         pass
 
 
-def _elements(qd: int, nblocks: int, op: str, rng: random.Random) -> tuple[Any, list[int]]:
-    """QD elements, each: elem struct, 2 (or 3) iovecs, header, data, status byte."""
-    per = 4096 * 3
+def _elements(qd: int, nblocks: int, op: str, rng: random.Random,
+              bs: int = BLOCK) -> tuple[Any, list[int]]:
+    """QD elements laid out as vu_queue_pop lays them out: the element struct, then the
+    in_sg and out_sg iovecs; a 16-byte header, the data in ``bs // 4096`` page-sized
+    segments (as a guest's pages come), the status byte."""
+    segs = bs // BLOCK
+    meta_size = (64 + 16 * (segs + 2) + 64 + BLOCK - 1) & ~(BLOCK - 1)
+    per = bs + meta_size
     raw = ctypes.create_string_buffer(qd * per + BLOCK)
     base = (ctypes.addressof(raw) + BLOCK - 1) & ~(BLOCK - 1)
     elems = []
     for i in range(qd):
         data = base + i * per
-        meta = data + BLOCK
-        elem, iov, hdr, status = meta, meta + 64, meta + 256, meta + 512
-        sector = rng.randrange(nblocks) * (BLOCK // 512)
+        meta = data + bs
+        elem, iov = meta, meta + 64
+        hdr = iov + 16 * (segs + 2)
+        status = hdr + 16
+        pages = [x for k in range(segs) for x in (data + k * BLOCK, BLOCK)]
+        sector = rng.randrange(nblocks) * (bs // 512)
         if op == "read":
             ctypes.memmove(hdr, _OUTHDR.pack(0, 0, sector), 16)
             # in_sg: data, status; out_sg: header (laid out right after, as the library does)
-            iovs = struct.pack("<6Q", data, BLOCK, status, 1, hdr, 16)
+            iovs = struct.pack(f"<{2 * segs + 4}Q", *pages, status, 1, hdr, 16)
             ctypes.memmove(iov, iovs, len(iovs))
-            ctypes.memmove(elem, _ELEM.pack(i, 1, 2, iov, iov + 32), _ELEM.size)
+            ctypes.memmove(elem, _ELEM.pack(i, 1, segs + 1, iov, iov + 16 * (segs + 1)),
+                           _ELEM.size)
         else:
             ctypes.memmove(hdr, _OUTHDR.pack(1, 0, sector), 16)
-            iovs = struct.pack("<6Q", status, 1, hdr, 16, data, BLOCK)
+            iovs = struct.pack(f"<{2 * segs + 4}Q", status, 1, hdr, 16, *pages)
             ctypes.memmove(iov, iovs, len(iovs))
-            ctypes.memmove(elem, _ELEM.pack(i, 2, 1, iov, iov + 16), _ELEM.size)
+            ctypes.memmove(elem, _ELEM.pack(i, segs + 1, 1, iov, iov + 16), _ELEM.size)
         elems.append(elem)
     return raw, elems
 
 
 async def run_one(image: Path, path: str, qd: int, seconds: float, op: str,
                   device: str = "file", profile: bool = False,
-                  kick_fd: bool = False) -> dict[str, Any]:
+                  kick_fd: bool = False, bs: int = BLOCK) -> dict[str, Any]:
     import backend.targets  # noqa: F401  (registers linear)
     from backend.devices.file import FileDevice
     from backend.devices.mem import NullDevice
@@ -151,7 +160,7 @@ async def run_one(image: Path, path: str, qd: int, seconds: float, op: str,
         sink = md
     else:
         sink = DeviceSink(dev)
-    raw, elems = _elements(qd, dev.size // BLOCK, op, random.Random(42))
+    raw, elems = _elements(qd, dev.size // bs, op, random.Random(42), bs)
     blk: Any = None
     lib = FakeLib(loop, elems, lambda: blk.process_queue(0), kick_fd)
     blk = VirtioBlkDevice(sink, lib=lib)  # type: ignore[arg-type]
@@ -211,7 +220,8 @@ def _child(args: argparse.Namespace) -> None:
     from backend import eventloop
 
     res = eventloop.run(run_one(args.image, args.path[0], args.qd[0], args.seconds, args.op,
-                                args.device, args.calls, args.kick == "fd"),
+                                args.device, args.calls, args.kick == "fd",
+                                args.bs_kib << 10),
                         args.loop[0] if args.loop else "asyncio")
     print(json.dumps(res))
 
@@ -233,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--op", choices=["read", "write"], default="read")
+    parser.add_argument("--bs-kib", type=int, default=4,
+                        help="request size in KiB, in 4 KiB segments (1024: a 1 MiB request)")
     parser.add_argument("--device", choices=["file", "null"], default="file",
                         help="null: completes inline, no syscalls (the Python path alone)")
     parser.add_argument("--calls", action="store_true",
@@ -264,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
                 [sys.executable, "-m", _module_in(tree), "--child",
                  "--image", str(args.image), "--path", path, "--qd", str(qd),
                  "--seconds", str(args.seconds), "--op", args.op, "--device", args.device]
+                + (["--bs-kib", str(args.bs_kib)] if args.bs_kib != 4 else [])
                 + (["--calls"] if args.calls else [])
                 + (["--kick", args.kick] if args.kick != "soon" else [])
                 + (["--loop", lp] if lp else []),
@@ -278,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
                 top = list(s["calls"].items())[:40]
                 print(f"  {sum(s['calls'].values()):.1f} Python calls per I/O:\n    "
                       + "\n    ".join(f"{c:6.2f} {name}" for name, c in top if c >= 0.05))
-    print(f"\nmedians of {args.rounds} rounds, {args.seconds:g}s each, 4k random {args.op}s")
+    print(f"\nmedians of {args.rounds} rounds, {args.seconds:g}s each, "
+          f"{args.bs_kib}k random {args.op}s")
     print(f"{'tree':14} {'loop':7} {'path':9} {'qd':>3} {'IOPS':>8} {'CPU µs/IO':>10} "
           f"{'user µs/IO':>10}")
     for (tree, path, qd, lp), ss in samples.items():
