@@ -29,7 +29,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from ..blockio import BlockDeviceBase, Completion, IoVec, Op, Status
+from ..blockio import (
+    BlockDeviceBase,
+    Completion,
+    IovArray,
+    IoVec,
+    Op,
+    Status,
+    iov_array_aligned,
+)
 from ..errors import DeviceError
 from ..limits import show
 from . import libc
@@ -67,6 +75,8 @@ def errno_status(err: int | None) -> Status:
 def _aligned(offset: int, length: int, iovecs: Sequence[IoVec]) -> bool:
     if (offset | length) & _ALIGN_MASK:
         return False
+    if type(iovecs) is IovArray:  # many segments: checked without a step per segment
+        return iov_array_aligned(iovecs, _ALIGN_MASK)
     for base, ln in iovecs:  # noqa: SIM110 - a plain loop: no generator per request
         if (base | ln) & _ALIGN_MASK:
             return False

@@ -223,3 +223,39 @@ def test_a_batch_of_completions_notifies_the_guest_once(rig: Any) -> None:
                                    [(g.alloc(16, hdr(vb.T_IN, 9)), 16)]))
     rig.blk.process_queue(0)
     assert rig.lib.notified == 2
+
+
+@pytest.mark.parametrize("nsegs", [7, 8, 64])
+def test_many_segments_travel_as_the_elements_own_iovec_array(rig: Any, nsegs: int) -> None:
+    """From _MANY segments on, the bio's iovecs are an IovArray at the element's own
+    ``struct iovec`` array (what the AIO iocb points at), holding the same segments;
+    below that, a plain list. Either way the bytes land and come back."""
+    from backend.blockio import IovArray
+
+    g = rig.guest
+    seen: list[Any] = []
+    submit = rig.dev.submit_bio
+    rig.dev.submit_bio = lambda bio: (seen.append(bio.iovecs), submit(bio))[1]
+    payload = bytes(range(256)) * 2 * nsegs
+    segs = [(g.alloc(512, payload[i * 512:(i + 1) * 512]), 512) for i in range(nsegs)]
+    status = g.alloc(1, b"\xff")
+    elem = g.element([(status, 1)], [(g.alloc(16, hdr(vb.T_OUT, 8)), 16), *segs])
+    assert run(rig, elem)[1] == 1
+    assert rig.mem.read(8 * 512, 512 * nsegs) == payload
+    bufs = [(g.alloc(512), 512) for _ in range(nsegs)]
+    status = g.alloc(1, b"\xff")
+    elem = g.element([*bufs, (status, 1)], [(g.alloc(16, hdr(vb.T_IN, 8)), 16)])
+    assert run(rig, elem)[1] == 512 * nsegs + 1
+    assert b"".join(ctypes.string_at(b, 512) for b, _ in bufs) == payload
+    in_sg = _ELEM.unpack(ctypes.string_at(elem, _ELEM.size))[3]
+    write_iovecs, read_iovecs = seen
+    assert list(write_iovecs) == segs and list(read_iovecs) == bufs
+    if nsegs < 8:
+        assert type(read_iovecs) is list
+        return
+    assert isinstance(write_iovecs, IovArray) and isinstance(read_iovecs, IovArray)
+    assert read_iovecs.addr == in_sg  # the data iovecs come first on the in side
+    assert ctypes.string_at(read_iovecs.addr, 16 * nsegs) == read_iovecs.raw
+    flat = [x for iov in bufs for x in iov]
+    assert read_iovecs.raw == struct.pack(f"<{2 * nsegs}Q", *flat)
+    assert ctypes.string_at(write_iovecs.addr, 16 * nsegs) == write_iovecs.raw

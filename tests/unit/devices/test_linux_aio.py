@@ -7,12 +7,13 @@ import ctypes
 import errno
 import logging
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from backend.blockio import PLUG
+from backend.blockio import PLUG, IovArray
 from backend.devices.linux_aio import AioCallback, AioContext
 
 BLOCK = 4096
@@ -244,3 +245,29 @@ def test_a_failing_callback_is_logged_and_the_rest_complete(
     with caplog.at_level(logging.ERROR):
         asyncio.run(main())
     assert [r.getMessage() for r in caplog.records] == ["t: completion callback failed"]
+
+
+def test_an_iovec_array_goes_to_the_kernel_as_it_lies_in_memory(fd: int) -> None:
+    """An IovArray's ``addr`` is what the iocb points at: the list is not packed again.
+
+    The list half is made to disagree with the array on purpose (it names other
+    buffers): the data read must land where the array says, which is only so if the
+    kernel was given the array itself.
+    """
+    async def main() -> None:
+        ctx = AioContext(asyncio.get_running_loop(), depth=4)
+        try:
+            res = Results(1)
+            bufs = [AlignedBuf(512) for _ in range(16)]
+            decoys = [AlignedBuf(512) for _ in range(16)]
+            raw = struct.pack("<32Q", *[x for b in bufs for x in (b.addr, 512)])
+            array = ctypes.create_string_buffer(raw, len(raw))
+            iovecs = IovArray([(d.addr, 512) for d in decoys], ctypes.addressof(array), raw)
+            ctx.submit(False, fd, 0, iovecs, 8192, res.callback(0))
+            assert await res.wait() == [(0, 8192)]
+            assert b"".join(b.data() for b in bufs) == (bytes(range(256)) * 32)
+            assert all(d.data() == bytes(512) for d in decoys)
+        finally:
+            ctx.close()
+
+    asyncio.run(main())
