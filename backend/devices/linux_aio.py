@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..blockio import PLUG, Completion, IovArray, IoVec, iov_slice
+from ..memory import MEMORY
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,15 @@ reserved2, flags, resfd (little-endian layout; both supported arches are)."""
 _EVENT = struct.Struct("<QQqq")
 """struct io_event: data, obj, res, res2."""
 _IOV = struct.Struct("<QQ")
+_RING = struct.Struct("<8I")
+"""fs/aio.c's struct aio_ring: id, nr, head, tail, magic, compat_features,
+incompat_features, header_length; the events follow it."""
 _RING_MAGIC = 0xA10A10A1
-_RING_HEADER = 32
-"""fs/aio.c: AIO_RING_MAGIC and sizeof(struct aio_ring), the events follow it."""
-_string_at: Callable[[int, int], bytes] = getattr(ctypes, "_string_at", ctypes.string_at)
+_RING_HEADER = _RING.size
+_RING_HEAD = 8
+"""Offset of head (then tail) in the ring's header."""
+_HEAD_TAIL = struct.Struct("<II")
+_U32 = struct.Struct("<I")
 IOV_MAX = 1024
 _IOVS_PER_SLOT = 8
 """iovecs packed in place per request; more get an array of their own."""
@@ -88,17 +94,18 @@ def _numbers() -> dict[str, int]:
     return numbers
 
 
-def _completion_ring(ctx: int) -> tuple[ctypes.Array[ctypes.c_uint32] | None, int]:
-    """The header of the completion ring the kernel maps at ``ctx`` (struct aio_ring:
-    id, nr, head, tail, magic, compat and incompat features, header length) and its
-    number of events; ``(None, 0)`` where it is not read in user space: another
-    architecture (weaker load ordering), or a layout this code does not know."""
+def _completion_ring_size(ctx: int) -> int:
+    """The number of events in the completion ring the kernel maps at ``ctx`` (struct
+    aio_ring: id, nr, head, tail, magic, compat and incompat features, header length);
+    0 where it is not read in user space: another architecture (weaker load ordering),
+    or a layout this code does not know."""
     if platform.machine() != "x86_64":
-        return None, 0
-    header = (ctypes.c_uint32 * 8).from_address(ctx)
-    if header[4] != _RING_MAGIC or header[6] != 0 or header[7] != _RING_HEADER:
-        return None, 0
-    return header, header[1]
+        return 0
+    _id, nr, _head, _tail, magic, _compat, incompat, header_length = _RING.unpack_from(
+        MEMORY, ctx)
+    if magic != _RING_MAGIC or incompat != 0 or header_length != _RING_HEADER:
+        return 0
+    return int(nr)
 
 
 def _check(ret: int) -> int:
@@ -173,8 +180,9 @@ class AioContext:
         """Slots filled in, not yet given to the kernel (in submission order)."""
         self._waiting: collections.deque[Request] = collections.deque()
         """Requests with no slot yet."""
-        self._ring, self._ring_size = _completion_ring(self._ctx)
-        """The kernel's completion ring (its header words), where it can be read."""
+        self._ring_size = _completion_ring_size(self._ctx)
+        """Events in the kernel's completion ring, where it is read in user space; 0
+        where it is not."""
         self._in_kernel = 0
         self.submit_calls = 0
         """io_submit calls so far (how well batching works)."""
@@ -276,7 +284,7 @@ class AioContext:
         self._flush_scheduled = True
         try:
             with PLUG:
-                if self._ring is not None:
+                if self._ring_size:
                     self._peek()
                 else:
                     self._collect(0)
@@ -292,16 +300,16 @@ class AioContext:
         them before it moves ``tail``). Each batch is copied out before ``head`` moves,
         so the kernel may reuse those slots while the callbacks run.
         """
-        ring = self._ring
-        assert ring is not None
-        size, events_at = self._ring_size, self._ctx + _RING_HEADER
+        size, head_at = self._ring_size, self._ctx + _RING_HEAD
+        events_at = self._ctx + _RING_HEADER
         while True:
-            head, tail = ring[2], ring[3]
+            head, tail = _HEAD_TAIL.unpack_from(MEMORY, head_at)
             if head == tail:
                 return
             n = tail - head if tail > head else size - head
-            events = _string_at(events_at + head * _EVENT.size, n * _EVENT.size)
-            ring[2] = (head + n) % size
+            first = events_at + head * _EVENT.size
+            events = MEMORY[first:first + n * _EVENT.size].tobytes()
+            _U32.pack_into(MEMORY, head_at, (head + n) % size)
             self._in_kernel -= n
             self._finish_events(events)
 

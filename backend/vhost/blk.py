@@ -34,6 +34,7 @@ from backend.blockio import (
     iov_from_bytes,
     iov_slice,
 )
+from backend.memory import MEMORY
 from backend.vhost import libvhost
 from backend.vhost.abi import VuVirtq
 from backend.vhost.libvhost import LibVhostUser
@@ -61,13 +62,10 @@ log = logging.getLogger(__name__)
 
 _ELEM = struct.Struct("<III4xQQ")  # index, out_num, in_num, in_sg*, out_sg*
 _ELEM_SIZE = _ELEM.size  # 32: vu_queue_pop's sz, no private area
+_ELEM_UNPACK_FROM = _ELEM.unpack_from
 _IOV = struct.Struct("<QQ")
 _TYPE = struct.Struct("<I")
-_OUTHDR_UNPACK = OUTHDR.unpack
-# ctypes.string_at is a Python wrapper around this foreign function: three calls per
-# request skip a frame each by calling it directly.
-_string_at: Callable[[int, int], bytes] = getattr(ctypes, "_string_at", ctypes.string_at)
-_memset = ctypes.memset
+_OUTHDR_UNPACK_FROM = OUTHDR.unpack_from
 _OK = Status.OK
 _READ, _WRITE = Op.READ, Op.WRITE
 _MANY = 8
@@ -292,20 +290,20 @@ class VirtioBlkDevice:
 
     def _start(self, qidx: int, vq: int, elem: int) -> None:
         self.queue_ios[qidx] += 1
-        _index, out_num, in_num, in_sg_addr, out_sg_addr = _ELEM.unpack(
-            _string_at(elem, _ELEM_SIZE))
+        # The element and its iovecs are the library's malloc, read in place (MEMORY).
+        _index, out_num, in_num, in_sg_addr, out_sg_addr = _ELEM_UNPACK_FROM(MEMORY, elem)
         if out_sg_addr == in_sg_addr + 16 * in_num:
-            raw = _string_at(in_sg_addr, 16 * (in_num + out_num))
+            raw = MEMORY[in_sg_addr:in_sg_addr + 16 * (in_num + out_num)]
             iovs = list(_IOV.iter_unpack(raw))
         else:  # not how vu_queue_pop lays an element out, but the ABI allows it
-            raw = b""
-            iovs = (list(_IOV.iter_unpack(_string_at(in_sg_addr, 16 * in_num)))
-                    + list(_IOV.iter_unpack(_string_at(out_sg_addr, 16 * out_num))))
+            raw = MEMORY[0:0]
+            iovs = (list(_IOV.iter_unpack(MEMORY[in_sg_addr:in_sg_addr + 16 * in_num]))
+                    + list(_IOV.iter_unpack(MEMORY[out_sg_addr:out_sg_addr + 16 * out_num])))
         # The common shape, validated here once for the whole path: the 16-byte header
         # alone in the first out buffer, the status byte alone in the last in buffer, a
         # plain read or write inside the disk. Anything else takes the general decoder.
         if out_num and in_num and iovs[in_num][1] == OUTHDR_SIZE and iovs[in_num - 1][1] == 1:
-            rtype, _prio, sector = _OUTHDR_UNPACK(_string_at(iovs[in_num][0], OUTHDR_SIZE))
+            rtype, _prio, sector = _OUTHDR_UNPACK_FROM(MEMORY, iovs[in_num][0])
             if rtype == T_IN:
                 data = iovs[:in_num - 1]
                 op = _READ
@@ -323,7 +321,7 @@ class VirtioBlkDevice:
                     # Many segments (a 1 MiB request has 256): keep them as the C array
                     # they are in the element, summed and later checked at C speed.
                     first = 0 if op is _READ else 16 * (in_num + 1)
-                    data_raw = raw[first:first + 16 * len(data)]
+                    data_raw = raw[first:first + 16 * len(data)].tobytes()
                     nbytes = sum(memoryview(data_raw).cast("Q")[1::2])
                     data = IovArray(data, in_sg_addr + first, data_raw)
                 nr = nbytes >> SECTOR_SHIFT
@@ -345,7 +343,7 @@ class VirtioBlkDevice:
         out_len = sum([ln for _, ln in out_sg]) if out_num != 1 else out_sg[0][1]
         in_len = sum([ln for _, ln in in_sg]) if in_num != 1 else in_sg[0][1]
         if out_num and out_sg[0][1] >= OUTHDR_SIZE:  # the whole header in the first buffer
-            head = _string_at(out_sg[0][0], OUTHDR_SIZE)
+            head = MEMORY[out_sg[0][0]:out_sg[0][0] + OUTHDR_SIZE].tobytes()
         else:
             head = _read_head(out_sg, out_len, OUTHDR_SIZE)
         if len(head) == OUTHDR_SIZE and _TYPE.unpack_from(head)[0] in (T_DISCARD,
@@ -359,7 +357,7 @@ class VirtioBlkDevice:
         if request.op is None:  # GET_ID: answered here, the serial is ours
             serial = self.serial[:request.data_len].ljust(request.data_len, b"\0")
             iov_from_bytes(iov_slice(in_sg, 0, request.data_len), serial)
-            _memset(status_addr, 0, 1)
+            MEMORY[status_addr] = 0
             self._finish(vq, elem, request.used_len)
             return
         self._submit(VhostBio(self, qidx, vq, elem, request.op, request.sector,
@@ -380,7 +378,7 @@ class VirtioBlkDevice:
         self.rejected += 1
         self.log.warning("rejected a request: %s", rejection.reason)
         if rejection.status is not None:
-            _memset(status_address(in_sg), rejection.status, 1)
+            MEMORY[status_address(in_sg)] = rejection.status
         self._finish(vq, elem, rejection.used_len)
 
     def complete(self, req: VhostBio, status: int) -> None:
@@ -400,7 +398,7 @@ class VirtioBlkDevice:
         else:
             # Also while draining after a disconnect: the rings are still mapped, and a
             # push keeps the inflight region exact for the next connection.
-            _memset(req.status_addr, status, 1)
+            MEMORY[req.status_addr] = status
             lib, dev, vq = self.lib, self._dev, req.vq
             lib.vu_queue_push(dev, vq, elem, req.used_len)
             lib.free(elem)
@@ -437,8 +435,8 @@ def _read_head(out_sg: list[IoVec], out_len: int, want: int) -> bytes:
         return b""
     base, length = out_sg[0]
     if length >= n:
-        return _string_at(base, n)
-    return b"".join(_string_at(b, ln) for b, ln in iov_slice(out_sg, 0, n))
+        return MEMORY[base:base + n].tobytes()
+    return b"".join(MEMORY[b:b + ln] for b, ln in iov_slice(out_sg, 0, n))
 
 
 class VhostUserBlkExport:
