@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -51,14 +53,15 @@ class Rig:
         self.image_mb = image_mb
         self.image = workdir / "disk.img"
         self.checker_interval = checker_interval
-        self.run_dir = short_run_dir(workdir)
+        self.run_dir: Path
+        """Where the rig's sockets go (``short_run_dir``): made on entry, removed on exit."""
+        self._run_dir = contextlib.ExitStack()
         self.net = NetRig() if network else None
         """With ``network``: the daemon runs in the rig's client network namespace, and
         paths added with ``add_nbd_path(..., network=True)`` are nbd:// in their own."""
         self.state_dir = workdir / "state"
-        self.vudm = DaemonProcess(self.run_dir / "vudm", log_path=workdir / "vudm.log",
-                                  extra_args=self._daemon_args(self.state_dir),
-                                  prefix=self.net.exec_prefix() if self.net else ())
+        self.vudm: DaemonProcess
+        """The rig's ``vudm serve`` (made on entry: its QMP socket is in ``run_dir``)."""
         self.paths: dict[str, NbdServer] = {}
         self.guest: Guest | None = guest
         # A guest handed in (a pytest worker's shared guest) is the caller's: the rig
@@ -75,16 +78,21 @@ class Rig:
     async def __aenter__(self) -> Rig:
         self.workdir.mkdir(parents=True, exist_ok=True)
         allocate_image(self.image, self.image_mb << 20)
-        if self.net is not None:
-            await self.net.__aenter__()
+        self.run_dir = self._run_dir.enter_context(short_run_dir(self.workdir))
+        self.vudm = DaemonProcess(self.run_dir / "vudm", log_path=self.workdir / "vudm.log",
+                                  extra_args=self._daemon_args(self.state_dir),
+                                  prefix=self.net.exec_prefix() if self.net else ())
         try:
-            await self.vudm.start()
-        except BaseException:
             if self.net is not None:
-                await self.net.close()
+                await self.net.__aenter__()
+            await self.vudm.start()
+            self._client = QMPClient("scenario")
+            await self._client.connect(str(self.vudm.qmp_path))
+        except BaseException as e:
+            # No ``async with`` body will run, so no __aexit__: undo what started here
+            # (each step of it is safe on a part that never started).
+            await self.__aexit__(type(e), e, e.__traceback__)
             raise
-        self._client = QMPClient("scenario")
-        await self._client.connect(str(self.vudm.qmp_path))
         self._events = EventLog(self._client)
         return self
 
@@ -107,8 +115,7 @@ class Rig:
                 await srv.stop()
         if self.net is not None:
             await self.net.close()
-        if self.run_dir.is_relative_to(tempfile.gettempdir()):
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._run_dir.close()
 
     def _daemon_args(self, state_dir: Path | None) -> tuple[str, ...]:
         args: tuple[str, ...] = ("--checker-interval", str(self.checker_interval))
@@ -227,15 +234,29 @@ _SUN_PATH_BUDGET = 60
 """Leave room below AF_UNIX's 108 bytes for names like ``paths/p0/nbd.sock``."""
 
 
-def short_run_dir(workdir: Path) -> Path:
-    """``workdir/run``, or a short temp dir linked from there when the path is too long
-    for unix sockets (avocado's and pytest's work dirs can be)."""
+@contextlib.contextmanager
+def short_run_dir(workdir: Path) -> Iterator[Path]:
+    """``with short_run_dir(workdir) as run:`` a directory for unix sockets: ``workdir/run``,
+    or, when that path is too long for AF_UNIX (avocado's and pytest's work dirs can be), a
+    short temp dir linked from there.
+
+    The one owner of that temp dir: leaving the block removes it and its link, because
+    nothing else would (it is outside every work dir a harness cleans). It removes only
+    what it made: ``workdir/run`` as a plain directory is the caller's, with ``workdir``.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     run = workdir / "run"
     if len(str(run)) <= _SUN_PATH_BUDGET:
         run.mkdir(exist_ok=True)
-        return run
+        yield run
+        return
     short = Path(tempfile.mkdtemp(prefix="vudm-rig-"))
-    if not run.exists():
+    linked = not os.path.lexists(run)
+    if linked:
         run.symlink_to(short)
-    return short
+    try:
+        yield short
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+        if linked:
+            run.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ QemuSystemTest.
 - Tags: ``:avocado: tags=vudm`` here; subclasses add theirs (e.g. ``guest``,
   ``scenario``), and ``avocado run -t`` filters on them.
 
-Everything started is stopped in ``tearDown``.
+Everything started is stopped in ``tearDown``, and the short socket directory removed.
 """
 
 from __future__ import annotations
@@ -44,12 +44,13 @@ class VudmTest(Test):  # type: ignore[misc]
 
     def setUp(self) -> None:
         self.loop = Loop()
-        self.run_dir = short_run_dir(Path(self.workdir) / "vudm")
         self.result: ScenarioResult | None = None
         self._image: GuestImage | None = None
         self._vudm: Vudm | None = None
         self._guest: Guest | None = None
         self._paths: list[NbdServer] = []
+        self._run_dir = contextlib.ExitStack()
+        self.run_dir = self._run_dir.enter_context(short_run_dir(Path(self.workdir) / "vudm"))
 
     @property
     def image(self) -> GuestImage:
@@ -130,3 +131,6 @@ class VudmTest(Test):  # type: ignore[misc]
             with contextlib.suppress(Exception):
                 self.loop.run(server.stop(), 60.0)
         self.loop.close()
+        # Last, once nothing listens there: a short run dir is outside self.workdir, so
+        # avocado's own cleanup would leave it in /tmp.
+        self._run_dir.close()

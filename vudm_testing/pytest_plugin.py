@@ -93,14 +93,12 @@ def vudm_image(tmp_path_factory: pytest.TempPathFactory) -> GuestImage:
 
 @pytest.fixture
 def vudm_workdir(tmp_path: Path) -> Iterator[Path]:
-    """The test's run directory: short enough for unix socket paths. When that needed a
-    directory outside ``tmp_path``, it is removed at teardown (pytest would not)."""
+    """The test's run directory: short enough for unix socket paths (one made outside
+    ``tmp_path`` for that is removed at teardown: pytest would not)."""
     from qmp_scenarios.rig import short_run_dir
 
-    run = short_run_dir(tmp_path / "vudm")
-    yield run
-    if not run.is_relative_to(tmp_path):
-        shutil.rmtree(run, ignore_errors=True)
+    with short_run_dir(tmp_path / "vudm") as run:
+        yield run
 
 
 @pytest.fixture
