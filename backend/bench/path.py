@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from backend import eventloop
+
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 4096
 _ELEM = struct.Struct("<III4xQQ")  # index, out_num, in_num, in_sg*, out_sg*
@@ -197,7 +199,8 @@ async def run_one(image: Path, path: str, qd: int, seconds: float, op: str,
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     out: dict[str, Any] = {"iops": n / (t1 - t0), "cpu_us": cpu / n * 1e6,
                            "user_us": (c1.user - c0.user) / n * 1e6,
-                           "notifies": lib.notified / max(1, lib.pushed)}
+                           "notifies": lib.notified / max(1, lib.pushed),
+                           "loop": type(loop).__module__.split(".")[0]}
     lib.close()
     if prof is not None:
         out["calls"] = _calls_per_io(prof, n)
@@ -217,13 +220,18 @@ def _calls_per_io(prof: Any, n: int) -> dict[str, float]:
 
 
 def _child(args: argparse.Namespace) -> None:
-    from backend import eventloop
-
     res = eventloop.run(run_one(args.image, args.path[0], args.qd[0], args.seconds, args.op,
                                 args.device, args.calls, args.kick == "fd",
                                 args.bs_kib << 10),
-                        args.loop[0] if args.loop else "asyncio")
+                        args.loop[0] if args.loop else None)
     print(json.dumps(res))
+
+
+def _loop_of(sample: dict[str, Any], asked: str) -> str:
+    """The loop a child ran: the one its result names (the running loop's package), else
+    the one it was asked for, else asyncio (an older checkout's child names none, and
+    those ran asyncio unless asked)."""
+    return str(sample.get("loop") or asked or "asyncio")
 
 
 def _module_in(tree: Path) -> str:
@@ -254,8 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kick", choices=["soon", "fd"], default="soon",
                         help="fd: kicks through an eventfd the loop watches, as a guest's do "
                              "(soon: the next loop turn, no select)")
-    parser.add_argument("--loop", nargs="+", choices=["asyncio", "uvloop"],
-                        help="event loops to measure, interleaved (default: asyncio)")
+    parser.add_argument("--loop", nargs="+", choices=eventloop.LOOPS,
+                        help="event loops to measure, interleaved (default: the daemon's, "
+                             f"${eventloop.ENV} or else uvloop when installed)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -265,7 +274,11 @@ def main(argv: list[str] | None = None) -> None:
 
     fill_image(args.image, args.size_mib << 20)
     trees = [ROOT, *[t.resolve() for t in args.tree]]
+    # Unasked, no --loop goes to the children (older checkouts' children know none): each
+    # runs its own daemon's default, which says what it is in its result.
     loops = args.loop or [""]
+    if not args.loop:
+        eventloop.chosen()  # a bad $VUDM_LOOP fails here, by name, not in every child
     configs = [(t, p, q, lp) for q in args.qd for p in args.path for t in trees for lp in loops]
     samples: dict[tuple[Path, str, int, str], list[dict[str, float]]] = {}
     for rnd in range(args.rounds):
@@ -284,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
                 capture_output=True, text=True).stdout
             s = json.loads(out.strip().splitlines()[-1])
             samples.setdefault((tree, path, qd, lp), []).append(s)
-            print(f"round {rnd} {tree.name:14} {lp:7} {path:9} qd {qd:2} {s['iops']:8.0f} IOPS "
+            print(f"round {rnd} {tree.name:14} {_loop_of(s, lp):7} {path:9} qd {qd:2} "
+                  f"{s['iops']:8.0f} IOPS "
                   f"{s['cpu_us']:6.1f} µs CPU/IO {s.get('notifies', 0):5.2f} notifies/IO",
                   flush=True)
             if "calls" in s:
@@ -296,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'tree':14} {'loop':7} {'path':9} {'qd':>3} {'IOPS':>8} {'CPU µs/IO':>10} "
           f"{'user µs/IO':>10}")
     for (tree, path, qd, lp), ss in samples.items():
-        print(f"{tree.name:14} {lp:7} {path:9} {qd:3} "
+        print(f"{tree.name:14} {_loop_of(ss[0], lp):7} {path:9} {qd:3} "
               f"{statistics.median(s['iops'] for s in ss):8.0f} "
               f"{statistics.median(s['cpu_us'] for s in ss):10.1f} "
               f"{statistics.median(s['user_us'] for s in ss):10.1f}")

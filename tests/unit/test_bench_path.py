@@ -1,0 +1,47 @@
+"""``python -m backend.bench.path`` measures the daemon's event loop unless told otherwise:
+its loop names and default are backend.eventloop's, so an in-process figure is one of
+what ``vudm serve`` runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend import eventloop
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _child_loop(image: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """The loop one bench child ran (a null device: no I/O, a 10 ms measured interval)."""
+    environ = os.environ | (env or {})
+    out = subprocess.run(
+        [sys.executable, "-m", "backend.bench.path", "--child", "--image", str(image),
+         "--path", "transport", "--qd", "1", "--seconds", "0.01", "--device", "null", *args],
+        cwd=ROOT, env=environ, check=True, capture_output=True, text=True, timeout=60).stdout
+    return str(json.loads(out.strip().splitlines()[-1])["loop"])
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "null.img"
+    with path.open("wb") as f:
+        f.truncate(1 << 20)
+    return path
+
+
+def test_unasked_it_runs_the_daemons_loop(image: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(eventloop.ENV, raising=False)
+    assert _child_loop(image) == eventloop.chosen() == "uvloop"
+    assert _child_loop(image, env={eventloop.ENV: "asyncio"}) == "asyncio"
+
+
+@pytest.mark.parametrize("name", eventloop.LOOPS)
+def test_loop_picks_either_for_an_ab(image: Path, name: str) -> None:
+    assert _child_loop(image, "--loop", name) == name
