@@ -4,7 +4,7 @@
 # the matching linux-source package against the installed linux-headers of the same
 # kernel. Lays out DEST/lib/modules/<kver>/{kernel/...,extra/dm-dust.ko} and runs depmod
 # on it, so the guest's modprobe resolves dependencies (dm-multipath needs scsi_mod).
-# dm-dust.ko is cached by kernel version and this recipe's hash.
+# dm-dust.ko is cached by kernel version and recipe_key (this recipe and lib.sh).
 # Usage: dm.sh CACHE KERNEL_DEB KERNEL_VERSION MODULES_LIST DEST
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -42,7 +42,7 @@ while read -r path; do
 done <"$modules_list"
 
 # -- dm-dust, out of tree -------------------------------------------------------------
-recipe=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
+recipe=$(recipe_key "${BASH_SOURCE[0]}")
 dust=$cache/dm-dust/$kver-$ver-$recipe/dm-dust.ko
 if [ ! -f "$dust" ]; then
   headers=/usr/src/linux-headers-$kver

@@ -2,13 +2,13 @@
 # Build a static dmsetup from Debian's lvm2 source package and print the binary's path.
 # Static so that the busybox guest needs no shared libraries; udev support stays in the
 # binary but the guest runs it with DM_DISABLE_UDEV=1 (it has no udev). Cached by source
-# version and this recipe's hash.
+# version and recipe_key (this recipe and lib.sh).
 # Usage: dmsetup.sh CACHE SRC VERSION
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cache=$1 src=$2 ver=$3
-recipe=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
+recipe=$(recipe_key "${BASH_SOURCE[0]}")
 out=$cache/dmsetup/$ver-$recipe
 if [ -x "$out/dmsetup" ]; then
   echo "$out/dmsetup"

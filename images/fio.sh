@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Build a static fio from Debian's source package and print the path of the binary.
-# The binary is cached by source version and this recipe's hash, so a change elsewhere in
-# the image does not rebuild it. libaio (libaio.a) and io_uring engines are in; optional
-# engines with extra libraries are off.
+# The binary is cached by source version and recipe_key (this recipe and lib.sh), so a
+# change elsewhere in the image does not rebuild it. libaio (libaio.a) and io_uring
+# engines are in; optional engines with extra libraries are off.
 # Usage: fio.sh CACHE SRC VERSION
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cache=$1 src=$2 ver=$3
-recipe=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
+recipe=$(recipe_key "${BASH_SOURCE[0]}")
 out=$cache/fio/$ver-$recipe
 if [ -x "$out/fio" ]; then
   echo "$out/fio"

@@ -3,6 +3,13 @@
 log() { printf '[image] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# The cache key of what RECIPE builds (a 12-digit hash): RECIPE's text and this file's,
+# which every recipe sources, so a change to a shared helper (fetch_source,
+# install_stripped) rebuilds what was built with it, as a change to the recipe does.
+recipe_key() {
+  cat "$1" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12
+}
+
 # The versioned kernel package that linux-image-amd64 depends on (linux-image-6.1.0-N-amd64).
 resolve_kernel_package() {
   apt-cache depends linux-image-amd64 2>/dev/null |
