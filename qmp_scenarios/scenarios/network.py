@@ -19,6 +19,12 @@ from ..steps import (
 from ..workloads import verify_writes
 from .common import mpath_disk
 
+WRITES = "64M"
+"""The verified writes' size: at 1000 IOPS about 16 s of writes (fio catches up on its
+rate after each stall, so the stalls do not lengthen it), well past the last failover's
+"100 more writes" (about 8 s after the I/O starts when the guest runs at full rate).
+16M ran out there on an idle machine: the wait then timed out with fio done writing."""
+
 NBD_TIMEOUT = 5.0
 """The paths' per-request timeout (``nbd://...?timeout=5``): a partitioned path must be
 failed within it (the checker, probing every 0.5 s with a 2 s timeout, is usually
@@ -42,7 +48,7 @@ async def _failover(rig: Rig, disk: str, key: str, since: float) -> None:
                            "targets.0.paths.p1.ios": 100}})
 async def path_partition(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"], network=True, timeout=NBD_TIMEOUT)
-    io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1000), flowing=100)
+    io = await start_io(rig, verify_writes(disk, size=WRITES, rate_iops=1000), flowing=100)
     for p in ("p0", "p1"):
         down = rig.rec.now()
         failed = await partition_path(rig, p, wait_failed="mp", within=NBD_TIMEOUT)
@@ -67,7 +73,7 @@ async def path_partition(rig: Rig) -> None:
 async def path_partition_no_queue(rig: Rig) -> None:
     disk = await mpath_disk(rig, ["p0", "p1"], network=True, timeout=NBD_TIMEOUT,
                             queue_if_no_path=False)
-    io = await start_io(rig, verify_writes(disk, size="16M", rate_iops=1000), flowing=100)
+    io = await start_io(rig, verify_writes(disk, size=WRITES, rate_iops=1000), flowing=100)
     await partition_path(rig, "p0", wait_failed="mp", within=NBD_TIMEOUT)
     await wait_guest_writes(rig, disk, 100)
     await partition_path(rig, "p1", wait_failed="mp", within=NBD_TIMEOUT)
