@@ -4,7 +4,8 @@ What qemu-storage-daemon's ``aio=native`` does, for O_DIRECT descriptors: the lo
 thread writes iocbs itself and hands every request queued while the submitter holds the
 ``PLUG`` (or, unplugged, during one loop iteration) to the kernel in a single io_submit;
 the kernel counts completions on an eventfd watched with ``loop.add_reader``; the loop
-reaps them with a non-blocking io_getevents and calls the callbacks directly. No worker
+reaps them from the kernel's completion ring in user space (x86_64; a non-blocking
+io_getevents elsewhere) and calls the callbacks directly. No worker
 thread, so no queue, no GIL hand-off, no wake-up per I/O. (Buffered descriptors would
 make io_submit block: callers must not use them.)
 
@@ -14,7 +15,7 @@ io_submit each, but leaves the device idle while they are being prepared.
 
 The syscalls go through libc's ``syscall()``, so nothing beyond libc is needed; the
 kernel ABI structs are packed with ``struct`` (one C call per iocb rather than a ctypes
-attribute store per field).
+attribute store per field), and the ring is read through ``backend.memory.MEMORY``.
 """
 
 from __future__ import annotations
@@ -295,7 +296,7 @@ class AioContext:
         """Take every finished iocb straight from the kernel's completion ring, mapped
         at the context's address, as QEMU's ``io_getevents_peek`` does: no syscall.
 
-        x86_64 only (``_ring`` is None elsewhere): its loads are not reordered with
+        x86_64 only (``_ring_size`` is 0 elsewhere): its loads are not reordered with
         each other, so ``tail`` is read before the events it covers (the kernel writes
         them before it moves ``tail``). Each batch is copied out before ``head`` moves,
         so the kernel may reuse those slots while the callbacks run.

@@ -296,7 +296,7 @@ class VirtioBlkDevice:
             raw = MEMORY[in_sg_addr:in_sg_addr + 16 * (in_num + out_num)]
             iovs = list(_IOV.iter_unpack(raw))
         else:  # not how vu_queue_pop lays an element out, but the ABI allows it
-            raw = MEMORY[0:0]
+            raw = MEMORY[0:0]  # empty: no IovArray for a split layout
             iovs = (list(_IOV.iter_unpack(MEMORY[in_sg_addr:in_sg_addr + 16 * in_num]))
                     + list(_IOV.iter_unpack(MEMORY[out_sg_addr:out_sg_addr + 16 * out_num])))
         # The common shape, validated here once for the whole path: the 16-byte header
