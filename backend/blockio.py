@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
@@ -95,12 +96,10 @@ class IovArray(list[IoVec]):
         self.raw = raw
 
 
+@functools.cache
 def _bit_table(mask: int) -> bytes:
     """``translate`` table: a byte's value -> 1 if it has a bit of ``mask``, else 0."""
     return bytes(1 if b & mask else 0 for b in range(256))
-
-
-_BIT_TABLES: dict[int, bytes] = {}
 
 
 def iov_array_aligned(iovecs: IovArray, mask: int) -> bool:
@@ -110,11 +109,9 @@ def iov_array_aligned(iovecs: IovArray, mask: int) -> bool:
     Reads the low two bytes of every 64-bit word of ``raw`` (bases and lengths alike)
     with ``bytes.translate``: C speed, however many segments.
     """
-    lo, hi = mask & 0xFF, mask >> 8
-    table_lo = _BIT_TABLES.get(lo) or _BIT_TABLES.setdefault(lo, _bit_table(lo))
-    table_hi = _BIT_TABLES.get(hi) or _BIT_TABLES.setdefault(hi, _bit_table(hi))
     raw = iovecs.raw
-    return 1 not in raw[0::8].translate(table_lo) and 1 not in raw[1::8].translate(table_hi)
+    return (1 not in raw[0::8].translate(_bit_table(mask & 0xFF))
+            and 1 not in raw[1::8].translate(_bit_table(mask >> 8)))
 
 
 def iov_length(iovecs: Sequence[IoVec]) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import eventloop
 from ..errors import ClientError, ControlError
 from . import dmsetup_format as fmt
 from .client import execute, qmp_session, socket_path
@@ -245,8 +246,8 @@ def build_parser(extra: Sequence[Subcommand] = ()) -> argparse.ArgumentParser:
                         "num-queues=Q (served through a linear mapped device named E)")
     p.add_argument("--checker-interval", type=float, default=1.0, metavar="S",
                    help="probe multipath paths every S seconds (0: no path checker)")
-    p.add_argument("--loop", choices=("asyncio", "uvloop"),
-                   help="event loop (default: $VUDM_LOOP, else uvloop if installed)")
+    p.add_argument("--loop", choices=eventloop.LOOPS,
+                   help=f"event loop (default: ${eventloop.ENV}, else uvloop if installed)")
     p.set_defaults(run=_run_serve)
 
     p = _verb(sub, common, "create", _create, "create a mapped device from a table")

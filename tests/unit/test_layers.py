@@ -44,11 +44,11 @@ class Layer:
 
 LAYERS = (
     Layer("base", ("backend.errors", "backend.limits", "backend.blockio", "backend.sockets",
-                   "backend.images", "backend.memory"),
+                   "backend.images", "backend.memory", "backend.eventloop"),
           (), "what every backend layer shares: the one exception tree, the protocol "
           "limits, the block I/O vocabulary (Op, Status, BlockDevice, Bio), the unix "
           "socket path claimer, the raw image files benches and rigs make, raw memory "
-          "by address"),
+          "by address, the choice of event loop"),
     Layer("devices", ("backend.devices",), ("base",),
           "what targets map onto (file, nbd, mem, null): below dm, they know no table"),
     Layer("vhost", ("backend.vhost",), ("base",),
