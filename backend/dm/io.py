@@ -120,13 +120,6 @@ class DmIo(Clone):
     def was_split(self) -> bool:
         return self.chain is not None
 
-    def finish(self, status: Status) -> None:
-        """Report this unit's final status to whoever waits for it."""
-        if self.chain is not None:
-            self.chain.piece_done(status)
-        else:
-            self.orig.done(status)
-
     def rewind(self) -> Bio:
         """seed 003 dm_io_rewind: a bio covering exactly this piece of the original.
 

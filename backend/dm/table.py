@@ -89,6 +89,10 @@ class Table:
         for index, target in enumerate(targets):
             target.index = index
             target.has_end_io = type(target).end_io is not Target.end_io
+        self.only: Target | None = (
+            targets[0] if len(targets) == 1 and not targets[0].max_io_len else None)
+        """The one target of a one-target table that never cuts a request (a lone
+        ``linear``, say): it holds every range inside the table, no lookup needed."""
 
     def find_target(self, sector: int) -> Target:
         """The target covering ``sector`` (which must be inside the table)."""
