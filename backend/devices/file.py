@@ -239,7 +239,7 @@ class FileDevice(BlockDeviceBase):
         global _aio_unavailable_logged
         try:
             return AioContext(self._loop, depth=AIO_DEPTH, name=self._name,
-                              on_done=self._aio_done)
+                              on_done=self._aio_done, ok=_OK)
         except OSError as e:
             if not _aio_unavailable_logged:
                 _aio_unavailable_logged = True
@@ -288,11 +288,9 @@ class FileDevice(BlockDeviceBase):
         self._pool.put(op, offset, length, iovecs, done)
 
     def _aio_done(self, req: Request, res: int) -> None:
-        """A native request ended (``req.callback`` is the submitter's ``done``)."""
+        """A native request ended short of its length or failed (``req.callback`` is the
+        submitter's ``done``; one that moved every byte got ``_OK`` from the context)."""
         done: Completion = req.callback
-        if res == req.length:
-            done(_OK)
-            return
         op = _WRITE if req.write else _READ
         if res == -errno.EAGAIN:
             # the kernel had no room

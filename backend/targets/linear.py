@@ -6,6 +6,8 @@ from backend.dm.args import ArgReader
 from backend.dm.registry import register
 from backend.dm.target import Clone, MapResult, StatusType, Target
 
+_REMAPPED = MapResult.REMAPPED
+
 
 @register("linear")
 class LinearTarget(Target):
@@ -23,8 +25,11 @@ class LinearTarget(Target):
         self.dev = self.get_device(self.dev_name, self.offset, self.length)
 
     def map(self, clone: Clone) -> MapResult:
-        clone.remap(self.dev, self.offset + clone.target_offset)
-        return MapResult.REMAPPED
+        # Clone.remap's two stores, written out as linear_map sets bi_bdev and
+        # bi_sector: this is every request's target, and a call is a frame.
+        clone.device = self.dev
+        clone.sector = self.offset + clone.target_offset
+        return _REMAPPED
 
     def status(self, kind: StatusType) -> str:
         return f"{self.dev_name} {self.offset}" if kind is StatusType.TABLE else ""

@@ -78,7 +78,8 @@ class VhostBio(Bio):
     Built without ``Bio.__init__``: the iovecs are the guest's, kept as decoded (no
     copy), and the request was validated once, here at the edge (``validated``).
     ``done`` is a method here (status byte, used ring, notify), not a stored callback,
-    so ending one allocates nothing; it cannot be reassigned.
+    so ending one allocates nothing; it cannot be reassigned. It reads its device's
+    private state: the two classes are one unit, split only by lifetime.
     """
 
     __slots__ = ("device", "elem", "generation", "qidx", "status_addr", "used_len", "vq")
@@ -103,8 +104,39 @@ class VhostBio(Bio):
         self.generation = device.generation
 
     def done(self, status: Status) -> None:
+        """Status byte, used ring, notify (loop thread): the device's side of a request's
+        end, written here so that ending one is a single frame."""
+        device = self.device
         try:
-            self.device.complete(self, S_OK if status is _OK else status_byte(status))
+            elem = self.elem
+            if not elem:
+                device.log.error("a request completed twice; ignored the second completion")
+                return
+            self.elem = 0
+            device.in_flight -= 1
+            qidx = self.qidx
+            if self.generation != device.generation or not device._started[qidx]:
+                # Its rings are gone (memory unmapped, or the front-end stopped the queue):
+                # pushing would write into memory that is no longer a ring. The inflight
+                # region still lists it; a reconnecting front-end resubmits it.
+                device.log.warning("a request completed after its queue stopped: not pushed")
+                device.lib.free(elem)
+            else:
+                # Also while draining after a disconnect: the rings are still mapped, and a
+                # push keeps the inflight region exact for the next connection.
+                MEMORY[self.status_addr] = S_OK if status is _OK else status_byte(status)
+                lib, dev, vq = device.lib, device._dev, self.vq
+                lib.vu_queue_push(dev, vq, elem, self.used_len)
+                lib.free(elem)
+                # One notify per batch: completions reaped together (the reap holds the
+                # PLUG) are pushed, then the guest is told once when the plug is released.
+                if not device._notify_due[qidx]:
+                    if PLUG.defer(device._notifiers[qidx]):
+                        device._notify_due[qidx] = True
+                    else:
+                        lib.vu_queue_notify(dev, vq)
+            if device.in_flight == 0:
+                device._idle.set()
         except BaseException:
             log.exception("completing a request failed")
 
@@ -380,38 +412,6 @@ class VirtioBlkDevice:
         if rejection.status is not None:
             MEMORY[status_address(in_sg)] = rejection.status
         self._finish(vq, elem, rejection.used_len)
-
-    def complete(self, req: VhostBio, status: int) -> None:
-        """``req`` ended: status byte, used ring, notify (loop thread)."""
-        elem = req.elem
-        if not elem:
-            self.log.error("a request completed twice; ignored the second completion")
-            return
-        req.elem = 0
-        self.in_flight -= 1
-        if req.generation != self.generation or not self._started[req.qidx]:
-            # Its rings are gone (memory unmapped, or the front-end stopped the queue):
-            # pushing would write into memory that is no longer a ring. The inflight
-            # region still lists it; a reconnecting front-end resubmits it.
-            self.log.warning("a request completed after its queue stopped: not pushed")
-            self.lib.free(elem)
-        else:
-            # Also while draining after a disconnect: the rings are still mapped, and a
-            # push keeps the inflight region exact for the next connection.
-            MEMORY[req.status_addr] = status
-            lib, dev, vq = self.lib, self._dev, req.vq
-            lib.vu_queue_push(dev, vq, elem, req.used_len)
-            lib.free(elem)
-            # One notify per batch: completions reaped together (the reap holds the
-            # PLUG) are pushed, then the guest is told once when the plug is released.
-            qidx = req.qidx
-            if not self._notify_due[qidx]:
-                if PLUG.defer(self._notifiers[qidx]):
-                    self._notify_due[qidx] = True
-                else:
-                    lib.vu_queue_notify(dev, vq)
-        if self.in_flight == 0:
-            self._idle.set()
 
     def _notify(self, qidx: int) -> None:
         """The deferred notify of queue ``qidx`` (at the release of the PLUG)."""
