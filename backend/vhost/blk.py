@@ -135,8 +135,9 @@ class VhostBio(Bio):
                         device._notify_due[qidx] = True
                     else:
                         lib.vu_queue_notify(dev, vq)
-            if device.in_flight == 0:
+            if device.in_flight == 0 and device._idle is not None:
                 device._idle.set()
+                device._idle = None
         except BaseException:
             log.exception("completing a request failed")
 
@@ -177,8 +178,10 @@ class VirtioBlkDevice:
         self.config_changes = 0
         """Times the front-end was told of a new capacity."""
         """Requests popped from each virtqueue: which queues carried the guest's I/O."""
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: asyncio.Event | None = None
+        """Made by wait_idle, set (and dropped) when in_flight reaches 0: only while
+        someone waits, since an Event's clear and set are two Python calls per request
+        at QD1."""
         self._running = False
         self._vudev: VuDevice | None = None
         self._dev = 0
@@ -271,7 +274,10 @@ class VirtioBlkDevice:
                 self.lib.vu_set_queue_handler(self._dev, vq, None)
 
     async def wait_idle(self) -> None:
-        await self._idle.wait()
+        while self.in_flight:  # every waiter shares one Event
+            if self._idle is None:
+                self._idle = asyncio.Event()
+            await self._idle.wait()
         # The server unmaps the rings next: late completions must not touch them.
         self.generation += 1
         self._vqs = [0] * self.num_queues
@@ -397,8 +403,6 @@ class VirtioBlkDevice:
                               status_addr, request.used_len))
 
     def _submit(self, bio: VhostBio) -> None:
-        if not self.in_flight:
-            self._idle.clear()
         self.in_flight += 1
         try:
             self.sink.submit_bio(bio)

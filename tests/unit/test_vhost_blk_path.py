@@ -9,6 +9,7 @@ shape the fast path takes wrongly shows as a wrong byte, status or used length.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import struct
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 import backend.targets  # noqa: F401  (registers linear)
-from backend.blockio import Op
+from backend.blockio import Bio, Op, Status
 from backend.devices.mem import MemDevice
 from backend.dm.mapped_device import MappedDevice
 from backend.dm.table import parse_table
@@ -259,3 +260,39 @@ def test_many_segments_travel_as_the_elements_own_iovec_array(rig: Any, nsegs: i
     flat = [x for iov in bufs for x in iov]
     assert read_iovecs.raw == struct.pack(f"<{2 * nsegs}Q", *flat)
     assert ctypes.string_at(write_iovecs.addr, 16 * nsegs) == write_iovecs.raw
+
+
+def test_wait_idle_returns_to_every_waiter_when_the_last_request_ends() -> None:
+    """The drain before a disconnect: no Event is kept up to date per request, so the
+    waiters must still see the last completion (two of them: close and disconnect)."""
+
+    class HoldingSink:
+        size_sectors = DISK // 512
+
+        def __init__(self) -> None:
+            self.held: list[Bio] = []
+
+        def submit_bio(self, bio: Bio) -> None:
+            self.held.append(bio)
+
+    async def main() -> None:
+        sink, lib, g = HoldingSink(), FakeLib(), Memory()
+        blk = VirtioBlkDevice(sink, lib=lib)  # type: ignore[arg-type]
+        blk._running = True
+        blk._started[0] = True
+        blk._vqs[0] = 1
+        for _ in range(2):
+            lib.avail.append(g.element([(g.alloc(4096), 4096), (g.alloc(1, b"\xff"), 1)],
+                                       [(g.alloc(16, hdr(vb.T_IN, 8)), 16)]))
+        blk.process_queue(0)
+        assert blk.in_flight == 2
+        waiters = [asyncio.ensure_future(blk.wait_idle()) for _ in range(2)]
+        await asyncio.sleep(0)  # both are waiting now
+        sink.held.pop().done(Status.OK)
+        await asyncio.sleep(0)
+        assert not any(w.done() for w in waiters)  # one request is still in flight
+        sink.held.pop().done(Status.OK)
+        await asyncio.wait_for(asyncio.gather(*waiters), 5.0)
+        assert blk.in_flight == 0 and len(lib.used) == 2
+
+    asyncio.run(main())
