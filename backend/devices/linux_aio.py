@@ -296,7 +296,10 @@ class AioContext:
                 else:
                     self._collect(0)
         finally:
-            self._flush()
+            if self._ready:
+                self._flush()
+            else:  # the usual case at low depth: a completion frees no waiting request
+                self._flush_scheduled = False
 
     def _peek(self) -> None:
         """Take every finished iocb straight from the kernel's completion ring, mapped
