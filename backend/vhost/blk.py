@@ -177,7 +177,6 @@ class VirtioBlkDevice:
         """Requests popped from each virtqueue: which queues carried the guest's I/O."""
         self.config_changes = 0
         """Times the front-end was told of a new capacity."""
-        """Requests popped from each virtqueue: which queues carried the guest's I/O."""
         self._idle: asyncio.Event | None = None
         """Made by wait_idle, set (and dropped) when in_flight reaches 0: only while
         someone waits, since an Event's clear and set are two Python calls per request
