@@ -1,11 +1,17 @@
 """``make bench``: vudm against qemu-storage-daemon, same image, same guest setup.
 
 Backends: vudm (``linear`` over the image through ``vudm serve``), vudm-transport (the
-vhost-user-blk export straight on the ``file:`` device, no mapped device: the difference
-is the dm layer's own cost), QSD aio=threads and aio=native (cache.direct=on, like
-vudm's O_DIRECT). Every backend gets a freshly booted TCG guest in every round (so one
-backend's leftovers cannot wedge the next), the order rotating per round; fio runs the
-five workloads and the backend's CPU time is read from /proc around each run.
+vhost-user-blk export straight on the ``file:`` device, no mapped device), QSD
+aio=threads and aio=native (cache.direct=on, like vudm's O_DIRECT). Every backend gets a
+freshly booted TCG guest in every round (so one backend's leftovers cannot wedge the
+next), the order rotating per round; fio runs the five workloads and the backend's CPU
+time is read from /proc around each run.
+
+The dm layer's own cost is measured in pairs: vudm-transport's guest also has a second
+vudm disk (``vudm-paired``), and each workload runs on both, back to back, the first
+alternating. Guests differ by more than the dm layer costs (a backend's medians swing
+by 10-15 µs per I/O from one guest to the next), so the dm figure is the median of one
+same-guest difference per round, not a difference of two backends' medians.
 
 Every run has a deadline. A run that misses it is recorded as ``hung`` with what it left
 behind (the backend's thread states and kernel stacks, the guest's blk-mq debugfs and
@@ -38,13 +44,15 @@ from guests.fio import start_fio
 from guests.fio_job import bench_job
 from guests.machine import Guest
 
-from .bench_backends import Backend, make_backends, stop_quietly
+from .bench_backends import Backend, make_units, stop_quietly
 from .bench_evidence import GUEST_BRINGUP, collect
 from .bench_plot import draw_bench
 from .bench_stats import (
+    PAIRED,
     WORKLOADS,
     Sample,
     Workload,
+    dm_cost,
     incidents,
     medians,
     table,
@@ -87,59 +95,73 @@ async def _measure(guest: Guest, backend: Backend, disk: str, wl: Workload, rep:
                   ios=ios, cpu_s=cpu1 - cpu0)
 
 
-async def backend_round(workdir: Path, backend: Backend, rep: int, runtime: float,
-                        deadline: float, workloads: list[Workload],
-                        samples: list[Sample], boots: list[float],
-                        freeze: bool = False) -> None:
-    """One backend, one round, one fresh guest: every workload, or up to a hang."""
-    done: set[str] = set()
+async def unit_round(workdir: Path, unit: list[Backend], rep: int, runtime: float,
+                     deadline: float, workloads: list[Workload], samples: list[Sample],
+                     boots: list[float], freeze: frozenset[str] = frozenset()) -> None:
+    """One round of a unit (one backend, or a dm-cost pair) in one fresh guest: every
+    workload on every backend of the unit, or up to a hang. A pair alternates which
+    backend runs first, by round and by workload, so neither always runs warmer."""
+    done: set[tuple[str, str]] = set()
     hung = False
+    name = "+".join(b.label for b in unit)
     try:
-        async with Guest(workdir / "guests" / f"r{rep + 1}-{backend.label}",
+        async with Guest(workdir / "guests" / f"r{rep + 1}-{name}",
                          memory_mb=512, vcpus=1) as guest:
             boots.append(guest.boot_seconds or 0.0)
             (await guest.run(GUEST_BRINGUP, timeout=30.0)).check("bench guest bring-up")
-            await backend.start()
-            disk_id = "bench"
-            disk = await guest.hotplug_vhost_user_blk(disk_id, backend.socket)
-            for wl in workloads:
-                try:
-                    s = await _measure(guest, backend, disk, wl, rep, runtime, deadline,
-                                       freeze)
-                except RunHung as e:
-                    hung = True
-                    print(f"  round {rep + 1} {backend.label:<15} {wl.name:<18} HUNG: "
-                          f"collecting evidence", flush=True)
-                    evidence = await collect(guest, backend, disk_id, disk)
-                    samples.append(Sample(backend.label, wl.name, rep, status="hung",
-                                          error=str(e), evidence=evidence))
-                    done.add(wl.name)
-                    os.kill(guest.pid, signal.SIGKILL)  # a quit would wait on the backend
+            disks: dict[str, tuple[str, str]] = {}
+            for i, backend in enumerate(unit):
+                await backend.start()
+                disk_id = f"bench{i}"
+                disks[backend.label] = (disk_id, await guest.hotplug_vhost_user_blk(
+                    disk_id, backend.socket))
+            for w, wl in enumerate(workloads):
+                turn = (rep + w) % len(unit)
+                for backend in unit[turn:] + unit[:turn]:
+                    disk_id, disk = disks[backend.label]
+                    try:
+                        s = await _measure(guest, backend, disk, wl, rep, runtime, deadline,
+                                           backend.label in freeze)
+                    except RunHung as e:
+                        hung = True
+                        print(f"  round {rep + 1} {backend.label:<15} {wl.name:<18} HUNG: "
+                              f"collecting evidence", flush=True)
+                        evidence = await collect(guest, backend, disk_id, disk)
+                        samples.append(Sample(backend.label, wl.name, rep, status="hung",
+                                              error=str(e), evidence=evidence))
+                        done.add((backend.label, wl.name))
+                        os.kill(guest.pid, signal.SIGKILL)  # a quit would wait on the backend
+                        break
+                    except Exception as e:
+                        s = Sample(backend.label, wl.name, rep, status="failed",
+                                   error=f"{type(e).__name__}: {str(e)[:500]}")
+                    samples.append(s)
+                    done.add((backend.label, wl.name))
+                    print(f"  round {rep + 1} {backend.label:<15} {wl.name:<18} "
+                          + (f"{s.iops:8.0f} IOPS {s.cpu_us_per_io:7.1f} µs CPU/IO"
+                             if s.status == "ok" else f"FAILED: {s.error[:200]}"), flush=True)
+                if hung:
                     break
-                except Exception as e:
-                    s = Sample(backend.label, wl.name, rep, status="failed",
-                               error=f"{type(e).__name__}: {str(e)[:500]}")
-                samples.append(s)
-                done.add(wl.name)
-                print(f"  round {rep + 1} {backend.label:<15} {wl.name:<18} "
-                      + (f"{s.iops:8.0f} IOPS {s.cpu_us_per_io:7.1f} µs CPU/IO"
-                         if s.status == "ok" else f"FAILED: {s.error[:200]}"), flush=True)
             if not hung:
-                await guest.unplug(disk_id)
+                for disk_id, _ in disks.values():
+                    await guest.unplug(disk_id)
     except Exception as e:  # boot, start, hotplug, unplug: the round's other runs fail
         error = f"{type(e).__name__}: {str(e)[:500]}"
-        print(f"  round {rep + 1} {backend.label:<15} FAILED: {error[:300]}", flush=True)
-        for wl in workloads:
-            if wl.name not in done:
-                samples.append(Sample(backend.label, wl.name, rep, status="failed",
-                                      error=error))
-                done.add(wl.name)
+        print(f"  round {rep + 1} {name:<15} FAILED: {error[:300]}", flush=True)
+        for backend in unit:
+            for wl in workloads:
+                if (backend.label, wl.name) not in done:
+                    samples.append(Sample(backend.label, wl.name, rep, status="failed",
+                                          error=error))
+                    done.add((backend.label, wl.name))
     finally:
-        await stop_quietly(backend, kill=hung)
-    for wl in workloads:
-        if wl.name not in done:
-            samples.append(Sample(backend.label, wl.name, rep, status="skipped",
-                                  error="skipped: an earlier run of this round hung"))
+        for backend in unit:
+            await stop_quietly(backend, kill=hung)
+    for backend in unit:
+        for wl in workloads:
+            if (backend.label, wl.name) not in done:
+                samples.append(Sample(backend.label, wl.name, rep, status="skipped",
+                                      error="skipped: an earlier run of this round hung"))
 
 
 async def run_bench(workdir: Path, rounds: int, runtime: float, deadline: float,
@@ -150,12 +172,12 @@ async def run_bench(workdir: Path, rounds: int, runtime: float, deadline: float,
     workdir.mkdir(parents=True, exist_ok=True)
     image = workdir / "bench.img"
     fill_image(image, size_mb << 20)
-    backends = [b for b in make_backends(workdir, image) if b.label in backend_labels]
+    units = make_units(workdir, image, backend_labels)
     for rep in range(rounds):
-        shift = rep % len(backends)
-        for backend in backends[shift:] + backends[:shift]:
-            await backend_round(workdir, backend, rep, runtime, deadline, workloads,
-                                samples, boots, freeze=backend.label in freeze)
+        shift = rep % len(units)
+        for unit in units[shift:] + units[:shift]:
+            await unit_round(workdir, unit, rep, runtime, deadline, workloads, samples,
+                             boots, freeze)
 
 
 ALL_BACKENDS = ["vudm", "vudm-transport", "qsd-threads", "qsd-native"]
@@ -204,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_at_end": os.getloadavg(),
         "qemu": subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
                                text=True).stdout.splitlines()[0],
-        "guest": "TCG, 1 vCPU, 512 MiB, a fresh one per backend and round",
+        "guest": "TCG, 1 vCPU, 512 MiB, a fresh one per backend and round "
+                 "(vudm-paired and vudm-transport share one)",
         "rounds": ns.rounds, "runtime_s": ns.seconds, "ramp_s": RAMP_S,
         "run_deadline_s": deadline, "image_mb": ns.size_mb,
         "guest_boot_s": sorted(boots)[len(boots) // 2] if boots else None,
@@ -213,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 "user+sys over ramp + run",
         "error": error,
     }
+    # The table's rows: the pair's vudm next to vudm-transport, its other half.
+    backends = [x for b in backends for x in ((PAIRED, b) if b == "vudm-transport" else (b,))]
     doc = to_json(samples, backends, meta)
     ns.json.parent.mkdir(parents=True, exist_ok=True)
     ns.json.write_text(json.dumps(doc, indent=2) + "\n")
@@ -224,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         print(f"no PNG: {type(e).__name__}: {e}", file=sys.stderr)
     print()
-    print(table(medians(samples), backends))
+    print(table(medians(samples), backends, dm=dm_cost(samples)))
     bad = incidents(samples)
     if bad:
         print(f"\nruns that did not finish (evidence in the JSON):\n{bad}")

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from guests.lifetime import die_with_parent
 from vudm_testing.daemon import DaemonProcess
 
+from .bench_stats import PAIRED
 from .qsd import StorageDaemon, process_cpu_seconds
 
 
@@ -36,9 +37,8 @@ class Backend(Protocol):
 class VudmBackend:
     """``vudm serve`` with a linear table over the image and one vhost-user-blk export."""
 
-    label = "vudm"
-
-    def __init__(self, rundir: Path, image: Path) -> None:
+    def __init__(self, rundir: Path, image: Path, label: str = "vudm") -> None:
+        self.label = label
         self.rundir = rundir / self.label
         self.rundir.mkdir(parents=True, exist_ok=True)
         self.socket = self.rundir / "blk.sock"
@@ -180,9 +180,19 @@ class QsdBackend:
         return out
 
 
-def make_backends(rundir: Path, image: Path) -> list[Backend]:
-    return [VudmBackend(rundir, image), TransportBackend(rundir, image),
-            QsdBackend(rundir, image, "threads"), QsdBackend(rundir, image, "native")]
+def make_units(rundir: Path, image: Path, labels: list[str]) -> list[list[Backend]]:
+    """The backends of one round, grouped by guest: each alone in a fresh guest, except
+    vudm-transport, which shares its guest with a second vudm (``PAIRED``) so that the
+    dm layer's cost is a difference of two runs in one guest, one after the other."""
+    units: list[list[Backend]] = []
+    for label in labels:
+        if label == "vudm":
+            units.append([VudmBackend(rundir, image)])
+        elif label == "vudm-transport":
+            units.append([VudmBackend(rundir, image, PAIRED), TransportBackend(rundir, image)])
+        elif label.startswith("qsd-"):
+            units.append([QsdBackend(rundir, image, label.removeprefix("qsd-"))])
+    return units
 
 
 async def stop_quietly(backend: Backend, *, kill: bool) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .bench_stats import WORKLOADS, Sample
 
-COLORS = {"vudm": "tab:blue", "vudm-transport": "tab:cyan", "qsd-threads": "tab:gray",
-          "qsd-native": "tab:orange"}
+COLORS = {"vudm": "tab:blue", "vudm-paired": "tab:purple", "vudm-transport": "tab:cyan",
+          "qsd-threads": "tab:gray", "qsd-native": "tab:orange"}
 
 
 def draw_bench(samples: list[Sample], backends: list[str], path: Path, title: str) -> None:

@@ -84,25 +84,37 @@ BASELINE = "qsd-native"
 """The bar: QSD's best mode."""
 
 
-def dm_cost(med: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
-    """workload -> CPU µs per I/O the dm layer adds (vudm minus vudm-transport)."""
-    out: dict[str, float] = {}
-    for workload, full in med.get("vudm", {}).items():
-        bare = med.get("vudm-transport", {}).get(workload)
-        if bare:
-            out[workload] = full["cpu_us_per_io"] - bare["cpu_us_per_io"]
+PAIRED = "vudm-paired"
+"""vudm run in vudm-transport's guest, back to back with it: one half of a dm-cost pair."""
+
+
+def dm_pairs(samples: list[Sample]) -> dict[str, list[float]]:
+    """workload -> one difference per round: CPU µs per I/O of vudm-paired minus
+    vudm-transport, two runs back to back in one guest (so the guest, the round and the
+    machine's state are common to both and cancel)."""
+    done = {(s.backend, s.workload, s.rep): s for s in samples if s.status == "ok"}
+    out: dict[str, list[float]] = {}
+    for (backend, workload, rep), full in sorted(done.items()):
+        bare = done.get(("vudm-transport", workload, rep))
+        if backend == PAIRED and bare is not None:
+            out.setdefault(workload, []).append(full.cpu_us_per_io - bare.cpu_us_per_io)
     return out
 
 
+def dm_cost(samples: list[Sample]) -> dict[str, float]:
+    """workload -> CPU µs per I/O the dm layer adds: the median of its pairs."""
+    return {wl: statistics.median(diffs) for wl, diffs in dm_pairs(samples).items()}
+
+
 def table(med: dict[str, dict[str, dict[str, float]]], backends: list[str],
-          baseline: str = BASELINE) -> str:
+          baseline: str = BASELINE, dm: dict[str, float] | None = None) -> str:
     """A plain-text table, one row per workload and backend, ratios against ``baseline``,
-    and the dm layer's own CPU cost per I/O on vudm's rows."""
+    and ``dm`` (the dm layer's own CPU cost per I/O, from pairs) on vudm-paired's rows."""
     head = (f"{'workload':<18} {'backend':<15} {'runs':>4} {'IOPS':>8} {'MB/s':>7} "
             f"{'lat µs':>7} {'p99 µs':>7} {'CPU µs/IO':>9} {'vs ' + baseline:>20} "
             f"{'dm µs/IO':>8}")
     lines = [head, "-" * len(head)]
-    dm = dm_cost(med)
+    dm = dm or {}
     for wl in (w.name for w in WORKLOADS):
         base = med.get(baseline, {}).get(wl)
         for b in backends:
@@ -113,14 +125,17 @@ def table(med: dict[str, dict[str, dict[str, float]]], backends: list[str],
             if base and b != baseline and base["iops"] and base["cpu_us_per_io"]:
                 rel = (f"{m['iops'] / base['iops']:.2f}x io "
                        f"{m['cpu_us_per_io'] / base['cpu_us_per_io']:.2f}x cpu")
-            extra = f"{dm[wl]:8.1f}" if b == "vudm" and wl in dm else ""
+            extra = f"{dm[wl]:8.1f}" if b == PAIRED and wl in dm else ""
             lines.append(f"{wl:<18} {b:<15} {m['runs']:>4.0f} {m['iops']:>8.0f} "
                          f"{m['mbps']:>7.1f} {m['lat_mean_us']:>7.0f} {m['lat_p99_us']:>7.0f} "
                          f"{m['cpu_us_per_io']:>9.1f} {rel:>20} {extra:>8}")
+    if dm:
+        lines.append(f"dm µs/IO: {PAIRED} minus vudm-transport, run back to back in one "
+                     "guest; the median of one difference per round")
     return "\n".join(lines)
 
 
-VUDM_BACKENDS = frozenset({"vudm", "vudm-transport"})
+VUDM_BACKENDS = frozenset({"vudm", PAIRED, "vudm-transport"})
 """The backends whose hang or failure fails the bench (QSD's are reported only)."""
 
 
@@ -146,7 +161,8 @@ def to_json(samples: list[Sample], backends: list[str], meta: dict[str, Any]) ->
         "ratios": {f"{ours}/{b}": ratios(med, ours, b)
                    for ours in ("vudm", "vudm-transport") for b in backends
                    if b not in ("vudm", "vudm-transport")},
-        "dm_cpu_us_per_io": dm_cost(med),
+        "dm_cpu_us_per_io": dm_cost(samples),
+        "dm_cpu_us_per_io_pairs": dm_pairs(samples),
         "hung": [{"backend": s.backend, "workload": s.workload, "round": s.rep + 1,
                   "error": s.error} for s in samples if s.status == "hung"],
         "failed": [{"backend": s.backend, "workload": s.workload, "round": s.rep + 1,

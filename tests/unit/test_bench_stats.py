@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 from qmp_scenarios.bench_stats import (
+    PAIRED,
     Sample,
     dm_cost,
+    dm_pairs,
     incidents,
     medians,
     table,
@@ -38,8 +40,22 @@ def test_medians_use_finished_runs_only() -> None:
     assert "4k-randread-qd1" not in med.get("qsd-native", {})
 
 
-def test_dm_cost_is_vudm_minus_the_transport() -> None:
-    assert dm_cost(medians(SAMPLES)) == {"4k-randread-qd32": 25.0 - 18.0}
+def test_dm_cost_is_the_median_of_same_round_pairs() -> None:
+    """Each difference is vudm-paired minus vudm-transport of one round (one guest);
+    a round where either half did not finish gives no pair, and vudm's own fresh-guest
+    runs never enter it."""
+    wl = "4k-randread-qd32"
+    pairs = [ok("vudm", wl, 0, 100.0, 0.090),  # a fresh guest of its own: not a half
+             ok(PAIRED, wl, 0, 100.0, 0.021), ok("vudm-transport", wl, 0, 100.0, 0.018),
+             ok(PAIRED, wl, 1, 100.0, 0.040), ok("vudm-transport", wl, 1, 100.0, 0.019),
+             ok(PAIRED, wl, 2, 100.0, 0.022), ok("vudm-transport", wl, 2, 100.0, 0.020),
+             ok(PAIRED, wl, 3, 100.0, 0.022),
+             Sample("vudm-transport", wl, 3, status="hung")]
+    assert [round(d, 6) for d in dm_pairs(pairs)[wl]] == [3.0, 21.0, 2.0]
+    assert round(dm_cost(pairs)[wl], 6) == 3.0
+    assert dm_cost(SAMPLES) == {}  # no vudm-paired run: no dm figure, not vudm - transport
+    assert "minus vudm-transport" in table(medians(pairs), [PAIRED, "vudm-transport"],
+                                           dm=dm_cost(pairs))
 
 
 def test_a_qsd_hang_is_reported_but_does_not_fail_the_bench() -> None:
@@ -54,7 +70,7 @@ def test_a_qsd_hang_is_reported_but_does_not_fail_the_bench() -> None:
 
 
 def test_a_vudm_hang_or_failure_fails_the_bench() -> None:
-    for backend in ("vudm", "vudm-transport"):
+    for backend in ("vudm", PAIRED, "vudm-transport"):
         for status in ("hung", "failed", "skipped"):
             bad = Sample(backend, "1m-read-qd4", 2, status=status)  # type: ignore[arg-type]
             assert vudm_runs_failed([*SAMPLES, bad]) == [bad]
