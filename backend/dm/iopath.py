@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from functools import partial
 
 from backend.blockio import SECTOR_SHIFT, Bio, Op, Status, iov_length, iov_slice
 from backend.dm.clock import LOOP_CLOCK, Clock
@@ -64,14 +65,51 @@ class IoPath:
 
     def submit_bio(self, bio: Bio) -> None:
         """Map ``bio`` now, or queue it on the deferred list (suspended, no table yet, or
-        behind I/O already deferred, so that order is kept)."""
+        behind I/O already deferred, so that order is kept).
+
+        A whole read or write on a table that is one pure remap (``Table.direct``: a
+        lone linear) goes straight to the device, and ``_direct_done`` ends it: what
+        the general path would do for it (one piece, counted in flight, no end_io), in
+        two frames instead of eight, and without a DmIo. Cold caches make each frame
+        cost about 1.5 µs of CPU at QD1 and with 1 MiB requests.
+        """
         self.stats.ios += 1
+        table = self.table
         if self.removed:
             self._complete_bio(bio, Status.EIO)
-        elif self.block_io or self.table is None or self.deferred:
+        elif self.block_io or table is None or self.deferred:
             self.queue_io(bio)
+        elif table.direct is not None and (bio.op is _READ or bio.op is _WRITE) and (
+                bio.validated and not bio.preflush and not bio.fua
+                and 0 <= bio.sector < bio.sector + bio.nr_sectors <= table.size_sectors):
+            device, delta = table.direct
+            self.in_flight += 1
+            self.stats.pieces[0] += 1
+            try:
+                device.submit(bio.op, (bio.sector + delta) << SECTOR_SHIFT,
+                              bio.nr_sectors << SECTOR_SHIFT, bio.iovecs,
+                              partial(self._direct_done, bio))
+            except Exception:
+                self.log.exception("%s: submit raised; failing %r", device.name, bio)
+                self._direct_done(bio, Status.EIO)
         else:
-            self._process(bio, self.table)
+            self._process(bio, table)
+
+    def _direct_done(self, bio: Bio, status: Status) -> None:
+        """The end of a direct request: clone_endio and _io_complete for one unsplit
+        piece of a target with no end_io (a device's REQUEUE still pushes back)."""
+        if status is not _OK and status in _REQUEUES:
+            self._requeue_or_fail(bio)
+            return
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle is not None:
+            self._idle.set()
+        if status is not _OK:
+            self.stats.eio += 1
+        try:
+            bio.done(status)
+        except Exception:
+            self.log.exception("completion of %r raised", bio)
 
     def queue_io(self, bio: Bio) -> None:
         """Append to the deferred list and make sure the worker will look at it."""

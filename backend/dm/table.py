@@ -93,6 +93,11 @@ class Table:
             targets[0] if len(targets) == 1 and not targets[0].max_io_len else None)
         """The one target of a one-target table that never cuts a request (a lone
         ``linear``, say): it holds every range inside the table, no lookup needed."""
+        only = self.only
+        self.direct = (only.remap_to if only is not None and not only.has_end_io
+                       else None)
+        """``(dev, delta)`` when every whole read or write of this table is that
+        device's, ``delta`` sectors on (``Target.remap_to`` of its one target)."""
 
     def find_target(self, sector: int) -> Target:
         """The target covering ``sector`` (which must be inside the table)."""

@@ -240,6 +240,11 @@ class Target(abc.ABC):
     has_end_io: bool = True
     """Whether the core calls ``end_io`` on completion: set by Table when it is built,
     False for a type that keeps the default (DONE), so those skip the call."""
+    remap_to: tuple[BlockDevice, int] | None = None
+    """``(dev, delta)``, set in ``ctr`` by a target whose ``map`` of a read or write is
+    only ``clone.remap(dev, clone.sector + delta)`` and that has no ``end_io`` (linear).
+    A table of that one target lets the core send whole reads and writes straight to
+    ``dev``: no map() call and no per-request object (``IoPath.submit_bio``)."""
     """Position in its table (set by Table): the index of ``pieces`` and ``targets`` in
     the device's evidence counters."""
 

@@ -23,6 +23,7 @@ class LinearTarget(Target):
         self.offset = reader.next_uint("<offset>")
         reader.finish()
         self.dev = self.get_device(self.dev_name, self.offset, self.length)
+        self.remap_to = (self.dev, self.offset - self.begin)
 
     def map(self, clone: Clone) -> MapResult:
         # Clone.remap's two stores, written out as linear_map sets bi_bdev and

@@ -15,7 +15,7 @@ import functools
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import backend.targets  # noqa: F401  (registers linear, striped, error, zero)
 from backend.blockio import SECTOR_SIZE, Bio, BlockDevice, Op, Status, iov_to_bytes
@@ -150,6 +150,14 @@ if "test-hold" not in registered():
 # --- requests -----------------------------------------------------------------------
 
 
+class ValidatedBio(Bio):
+    """A bio whose maker checked its buffers, as vhost/'s requests are: the core trusts
+    them, and whole reads and writes may take the direct path (``Table.direct``)."""
+
+    __slots__ = ()
+    validated: ClassVar[bool] = True
+
+
 @dataclass
 class Request:
     """A bio plus its buffer and every completion it received."""
@@ -261,5 +269,5 @@ def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., No
     return run
 
 
-__all__ = ["CALLS", "Devices", "HoldTarget", "Requests", "StateError", "async_test", "settle",
-           "table", "targets"]
+__all__ = ["CALLS", "Devices", "HoldTarget", "Requests", "StateError", "ValidatedBio",
+           "async_test", "settle", "table", "targets"]
