@@ -287,12 +287,17 @@ def test_wait_idle_returns_to_every_waiter_when_the_last_request_ends() -> None:
         blk.process_queue(0)
         assert blk.in_flight == 2
         waiters = [asyncio.ensure_future(blk.wait_idle()) for _ in range(2)]
-        await asyncio.sleep(0)  # both are waiting now
-        sink.held.pop().done(Status.OK)
-        await asyncio.sleep(0)
-        assert not any(w.done() for w in waiters)  # one request is still in flight
-        sink.held.pop().done(Status.OK)
-        await asyncio.wait_for(asyncio.gather(*waiters), 5.0)
+
+        async def finish() -> None:
+            # A task made after the waiters runs after them: both wait on the Event now.
+            idle = blk._idle
+            assert idle is not None
+            sink.held.pop().done(Status.OK)
+            assert blk._idle is idle and not idle.is_set()  # one is still in flight
+            sink.held.pop().done(Status.OK)
+            assert idle.is_set()
+
+        await asyncio.wait_for(asyncio.gather(*waiters, finish()), 5.0)
         assert blk.in_flight == 0 and len(lib.used) == 2
 
     asyncio.run(main())
