@@ -294,9 +294,13 @@ class FileDevice(BlockDeviceBase):
         self._pool.put(op, offset, length, iovecs, done)
 
     def _aio_done(self, req: Request, res: int) -> None:
-        """A native request ended short of its length or failed (``req.callback`` is the
-        submitter's ``done``; one that moved every byte got ``_OK`` from the context)."""
+        """A native request ended (``req.callback`` is the submitter's ``done``). The
+        context calls back one that moved every byte with ``_OK`` itself, so this sees
+        short, failed and EAGAIN requests; a whole one is still right here."""
         done: Completion = req.callback
+        if res == req.length:
+            done(_OK)
+            return
         op = _WRITE if req.write else _READ
         if res == -errno.EAGAIN:
             # the kernel had no room
