@@ -214,32 +214,43 @@ class Plug:
     flush to the plug instead of scheduling it for the next loop turn, so the batch
     leaves at once, whole. Nested holds count; only the outermost release flushes.
     Loop thread only, like every submission.
+
+    ``with PLUG:`` is the readable form. The per-request paths (a kick, a reap, a
+    completion) spell it out instead, as ``depth`` and ``flushes`` plus ``unplug``: at
+    QD1, ``__enter__``, ``__exit__`` and ``defer`` were 6 of a request's 57 Python calls
+    (two wake-ups per request), and a frame costs 1-1.5 µs of CPU there.
     """
 
-    __slots__ = ("_depth", "_flushes")
+    __slots__ = ("depth", "flushes")
 
     def __init__(self) -> None:
-        self._depth = 0
-        self._flushes: list[Callable[[], None]] = []
+        self.depth = 0
+        """Holds in progress; flushes run when the outermost one ends."""
+        self.flushes: list[Callable[[], None]] = []
+        """Deferred to the release, in order."""
 
     def __enter__(self) -> None:
-        self._depth += 1
+        self.depth += 1
 
     def __exit__(self, *_exc: object) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            while self._flushes:
-                flushes, self._flushes = self._flushes, []
-                for flush in flushes:
-                    try:
-                        flush()
-                    except Exception:
-                        log.exception("unplug: %r raised", flush)
+        self.depth -= 1
+        if self.depth == 0 and self.flushes:
+            self.unplug()
+
+    def unplug(self) -> None:
+        """Run what was deferred, in order (the outermost hold has just ended)."""
+        while self.flushes:
+            flushes, self.flushes = self.flushes, []
+            for flush in flushes:
+                try:
+                    flush()
+                except Exception:
+                    log.exception("unplug: %r raised", flush)
 
     def defer(self, flush: Callable[[], None]) -> bool:
         """Run ``flush`` at release if the plug is held (True); False if it is not."""
-        if self._depth:
-            self._flushes.append(flush)
+        if self.depth:
+            self.flushes.append(flush)
             return True
         return False
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import eventloop
+from backend.vhost.libvhost import Ptr
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 4096
@@ -42,7 +43,7 @@ _OUTHDR = struct.Struct("<IIQ")
 class FakeLib:
     """libvhost-user's pop/push/notify/free over a list of ready elements."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, elems: list[int], kick: Any,
+    def __init__(self, loop: asyncio.AbstractEventLoop, elems: list[Ptr], kick: Any,
                  kick_fd: bool = False) -> None:
         self.loop = loop
         self.avail = list(elems)
@@ -50,7 +51,7 @@ class FakeLib:
         self.kicked = False
         self.pushed = 0
         self.stop = False
-        self.returned: list[int] = []
+        self.returned: list[Ptr] = []
         """Pushed elements: the guest posts them again at its next kick."""
         self.call_fd = os.eventfd(0, os.EFD_NONBLOCK)
         """The guest's call eventfd: a notify writes it, as libvhost-user's does."""
@@ -72,10 +73,10 @@ class FakeLib:
         os.eventfd_read(self.kick_fd)
         self._kick()
 
-    def vu_queue_pop(self, _dev: int, _vq: int, _size: int) -> int:
-        return self.avail.pop() if self.avail else 0
+    def pop(self, _dev: Ptr, _vq: Ptr, _size: int) -> Ptr:
+        return self.avail.pop() if self.avail else Ptr(0)
 
-    def vu_queue_push(self, _dev: int, _vq: int, elem: int, _len: int) -> None:
+    def push(self, _dev: Ptr, _vq: Ptr, elem: Ptr, _len: int) -> None:
         self.pushed += 1
         if not self.stop:
             self.returned.append(elem)
@@ -94,11 +95,11 @@ class FakeLib:
         self.returned.clear()
         self.kick()
 
-    def vu_queue_notify(self, _dev: int, _vq: int) -> None:
+    def notify(self, _dev: Ptr, _vq: Ptr) -> None:
         self.notified += 1
         os.eventfd_write(self.call_fd, 1)  # the interrupt the guest would get
 
-    def free(self, _elem: int) -> None:
+    def free_elem(self, _elem: Ptr) -> None:
         pass
 
     def vu_set_queue_handler(self, *_args: object) -> None:
@@ -164,11 +165,12 @@ async def run_one(image: Path, path: str, qd: int, seconds: float, op: str,
         sink = DeviceSink(dev)
     raw, elems = _elements(qd, dev.size // bs, op, random.Random(42), bs)
     blk: Any = None
-    lib = FakeLib(loop, elems, lambda: blk.process_queue(0), kick_fd)
+    lib = FakeLib(loop, [Ptr(e) for e in elems], lambda: blk.process_queue(0), kick_fd)
     blk = VirtioBlkDevice(sink, lib=lib)  # type: ignore[arg-type]
     blk._running = True
     blk._started[0] = True
     blk._vqs[0] = 1
+    blk._vq_ptrs[0] = Ptr(1)
     prof = None
     if profile:
         import cProfile

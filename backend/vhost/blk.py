@@ -37,7 +37,7 @@ from backend.blockio import (
 from backend.memory import MEMORY
 from backend.vhost import libvhost
 from backend.vhost.abi import VuVirtq
-from backend.vhost.libvhost import LibVhostUser
+from backend.vhost.libvhost import LibVhostUser, Ptr
 from backend.vhost.server import VhostUserServer
 from backend.vhost.virtio_blk import (
     CONFIG_WCE_OFFSET,
@@ -85,7 +85,7 @@ class VhostBio(Bio):
     __slots__ = ("device", "elem", "generation", "qidx", "status_addr", "used_len", "vq")
     validated = True
 
-    def __init__(self, device: VirtioBlkDevice, qidx: int, vq: int, elem: int, op: Op,
+    def __init__(self, device: VirtioBlkDevice, qidx: int, vq: Ptr, elem: Ptr, op: Op,
                  sector: int, nr_sectors: int, iovecs: list[IoVec], status_addr: int,
                  used_len: int) -> None:
         self.op = op
@@ -98,7 +98,7 @@ class VhostBio(Bio):
         self.device = device
         self.qidx = qidx
         self.vq = vq
-        self.elem = elem
+        self.elem: Ptr | None = elem
         self.status_addr = status_addr
         self.used_len = used_len
         self.generation = device.generation
@@ -109,10 +109,10 @@ class VhostBio(Bio):
         device = self.device
         try:
             elem = self.elem
-            if not elem:
+            if elem is None:
                 device.log.error("a request completed twice; ignored the second completion")
                 return
-            self.elem = 0
+            self.elem = None
             device.in_flight -= 1
             qidx = self.qidx
             if self.generation != device.generation or not device._started[qidx]:
@@ -120,21 +120,22 @@ class VhostBio(Bio):
                 # pushing would write into memory that is no longer a ring. The inflight
                 # region still lists it; a reconnecting front-end resubmits it.
                 device.log.warning("a request completed after its queue stopped: not pushed")
-                device.lib.free(elem)
+                device.lib.free_elem(elem)
             else:
                 # Also while draining after a disconnect: the rings are still mapped, and a
                 # push keeps the inflight region exact for the next connection.
                 MEMORY[self.status_addr] = S_OK if status is _OK else status_byte(status)
-                lib, dev, vq = device.lib, device._dev, self.vq
-                lib.vu_queue_push(dev, vq, elem, self.used_len)
-                lib.free(elem)
+                lib, dev, vq = device.lib, device._dev_ptr, self.vq
+                lib.push(dev, vq, elem, self.used_len)
+                lib.free_elem(elem)
                 # One notify per batch: completions reaped together (the reap holds the
                 # PLUG) are pushed, then the guest is told once when the plug is released.
                 if not device._notify_due[qidx]:
-                    if PLUG.defer(device._notifiers[qidx]):
+                    if PLUG.depth:  # PLUG.defer, inline
+                        PLUG.flushes.append(device._notifiers[qidx])
                         device._notify_due[qidx] = True
                     else:
-                        lib.vu_queue_notify(dev, vq)
+                        lib.notify(dev, vq)
             if device.in_flight == 0 and device._idle is not None:
                 device._idle.set()
                 device._idle = None
@@ -184,7 +185,10 @@ class VirtioBlkDevice:
         self._running = False
         self._vudev: VuDevice | None = None
         self._dev = 0
+        self._dev_ptr = Ptr(0)
+        """The device for the request path's untyped calls (libvhost's Ptr)."""
         self._vqs = [0] * num_queues
+        self._vq_ptrs = [Ptr(0) for _ in range(num_queues)]
         self._started = [False] * num_queues
         self._fresh = [False] * num_queues  # started, not yet kicked: report resubmits
         self._notify_due = [False] * num_queues
@@ -253,6 +257,7 @@ class VirtioBlkDevice:
             self._attach(vudev)
         vq = vudev.get_queue(qidx)
         self._vqs[qidx] = vq
+        self._vq_ptrs[qidx] = Ptr(vq)
         self._started[qidx] = started
         self._fresh[qidx] = started
         self.lib.vu_set_queue_handler(self._dev, vq, self._cb_queue_ptr if started else None)
@@ -263,6 +268,7 @@ class VirtioBlkDevice:
     def _attach(self, vudev: VuDevice) -> None:
         self._vudev = vudev
         self._dev = vudev.ptr
+        self._dev_ptr = Ptr(vudev.ptr)
         self._running = True
         self.generation += 1
 
@@ -285,35 +291,19 @@ class VirtioBlkDevice:
     # -- request path -------------------------------------------------------------------
 
     def _queue_handler(self, _dev: int, qidx: int) -> None:
-        self.queue_kicked(qidx)
-
-    def queue_kicked(self, qidx: int) -> None:
-        """A kick (VuDevice reads the kick fd itself and calls this straight)."""
-        try:
-            self.process_queue(qidx)
-        except BaseException:
-            self.log.exception("processing queue %d failed", qidx)
+        self.process_queue(qidx)
 
     def process_queue(self, qidx: int) -> None:
         """Pop and start every available request of queue ``qidx`` (called on a kick)."""
-        pop = self.lib.vu_queue_pop
-        dev = self._dev
-        vq = self._vqs[qidx]
-        if self._fresh[qidx]:
-            self._fresh[qidx] = False
-            resubmit = VuVirtq.from_address(vq).resubmit_num
-            if resubmit:
-                self.resubmitted += resubmit
-                self.log.info("queue %d: resubmitting %d requests in flight before the "
-                              "reconnect", qidx, resubmit)
-                if self._on_resubmit is not None:
-                    try:
-                        self._on_resubmit(qidx, resubmit)
-                    except BaseException:
-                        self.log.exception("resubmit callback failed")
+        pop = self.lib.pop
+        dev, vq = self._dev_ptr, self._vq_ptrs[qidx]
         # Plugged: the requests of this kick reach the disk in one batch, right after
-        # the last pop rather than a loop turn later.
-        with PLUG:
+        # the last pop rather than a loop turn later. (``with PLUG``, spelled out.)
+        plug = PLUG
+        plug.depth += 1
+        try:
+            if self._fresh[qidx]:
+                self._report_resubmits(qidx)
             while self._running and self._started[qidx]:
                 elem = pop(dev, vq, _ELEM_SIZE)
                 if not elem:
@@ -324,11 +314,36 @@ class VirtioBlkDevice:
                     # The element may be half-handled: fail it rather than lose it.
                     self.log.exception("request on queue %d failed to start", qidx)
                     self._finish(vq, elem, 0)
+        except BaseException:
+            self.log.exception("processing queue %d failed", qidx)
+        finally:
+            plug.depth -= 1
+            if not plug.depth and plug.flushes:
+                plug.unplug()
 
-    def _start(self, qidx: int, vq: int, elem: int) -> None:
+    queue_kicked = process_queue
+    """A kick (VuDevice reads the kick fd itself and calls this straight)."""
+
+    def _report_resubmits(self, qidx: int) -> None:
+        """The first kick after a (re)connect: count what the inflight region handed
+        back."""
+        self._fresh[qidx] = False
+        resubmit = VuVirtq.from_address(self._vqs[qidx]).resubmit_num
+        if resubmit:
+            self.resubmitted += resubmit
+            self.log.info("queue %d: resubmitting %d requests in flight before the "
+                          "reconnect", qidx, resubmit)
+            if self._on_resubmit is not None:
+                try:
+                    self._on_resubmit(qidx, resubmit)
+                except BaseException:
+                    self.log.exception("resubmit callback failed")
+
+    def _start(self, qidx: int, vq: Ptr, elem: Ptr) -> None:
         self.queue_ios[qidx] += 1
         # The element and its iovecs are the library's malloc, read in place (MEMORY).
-        _index, out_num, in_num, in_sg_addr, out_sg_addr = _ELEM_UNPACK_FROM(MEMORY, elem)
+        _index, out_num, in_num, in_sg_addr, out_sg_addr = _ELEM_UNPACK_FROM(
+            MEMORY, elem.value or 0)  # never NULL: pop gave it
         if out_sg_addr == in_sg_addr + 16 * in_num:
             raw = MEMORY[in_sg_addr:in_sg_addr + 16 * (in_num + out_num)]
             iovs = list(_IOV.iter_unpack(raw))
@@ -368,12 +383,18 @@ class VirtioBlkDevice:
                     status_addr = iovs[in_num - 1][0]
                     used_len = (nbytes + 1 if op is _READ else
                                 1 if in_num == 1 else sum([ln for _, ln in iovs[:in_num]]))
-                    self._submit(VhostBio(self, qidx, vq, elem, op, sector, nr, data,
-                                          status_addr, used_len))
+                    bio = VhostBio(self, qidx, vq, elem, op, sector, nr, data, status_addr,
+                                   used_len)
+                    self.in_flight += 1  # _submit, inline: one frame less per request
+                    try:
+                        self.sink.submit_bio(bio)
+                    except BaseException:
+                        self.log.exception("submit_bio(%r) raised", bio)
+                        bio.done(Status.EIO)
                     return
         self._start_general(qidx, vq, elem, iovs[:in_num], iovs[in_num:])
 
-    def _start_general(self, qidx: int, vq: int, elem: int, in_sg: list[IoVec],
+    def _start_general(self, qidx: int, vq: Ptr, elem: Ptr, in_sg: list[IoVec],
                        out_sg: list[IoVec]) -> None:
         """Any request shape: the pure decoder decides (rejections named there)."""
         out_num, in_num = len(out_sg), len(in_sg)
@@ -409,7 +430,7 @@ class VirtioBlkDevice:
             self.log.exception("submit_bio(%r) raised", bio)
             bio.done(Status.EIO)
 
-    def _reject(self, vq: int, elem: int, rejection: Rejection, in_sg: list[IoVec]) -> None:
+    def _reject(self, vq: Ptr, elem: Ptr, rejection: Rejection, in_sg: list[IoVec]) -> None:
         self.rejected += 1
         self.log.warning("rejected a request: %s", rejection.reason)
         if rejection.status is not None:
@@ -419,16 +440,15 @@ class VirtioBlkDevice:
     def _notify(self, qidx: int) -> None:
         """The deferred notify of queue ``qidx`` (at the release of the PLUG)."""
         self._notify_due[qidx] = False
-        vq = self._vqs[qidx]
-        if vq and self._started[qidx]:
-            self.lib.vu_queue_notify(self._dev, vq)
+        if self._vqs[qidx] and self._started[qidx]:
+            self.lib.notify(self._dev_ptr, self._vq_ptrs[qidx])
 
-    def _finish(self, vq: int, elem: int, used_len: int) -> None:
+    def _finish(self, vq: Ptr, elem: Ptr, used_len: int) -> None:
         """Push ``elem`` with ``used_len`` bytes written, notify the guest, free it."""
-        lib, dev = self.lib, self._dev
-        lib.vu_queue_push(dev, vq, elem, used_len)
-        lib.vu_queue_notify(dev, vq)
-        lib.free(elem)
+        lib, dev = self.lib, self._dev_ptr
+        lib.push(dev, vq, elem, used_len)
+        lib.notify(dev, vq)
+        lib.free_elem(elem)
 
 
 def _read_head(out_sg: list[IoVec], out_len: int, want: int) -> bytes:

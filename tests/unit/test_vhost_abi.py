@@ -27,6 +27,28 @@ def test_library_loads() -> None:
     assert lib.vu_queue_pop.restype is not None  # pointers must not be truncated to int
 
 
+@needs_native
+def test_the_request_paths_untyped_calls_are_the_typed_ones() -> None:
+    """The untyped request-path calls are the same C functions, and pop hands the
+    element back as a Ptr (a plain restype would turn it into an int, and an int
+    passed back untyped is cut to 32 bits)."""
+    import ctypes
+
+    from backend.vhost import libvhost
+
+    lib = libvhost.load()
+
+    def addr(f: object) -> int | None:
+        return ctypes.cast(f, ctypes.c_void_p).value  # type: ignore[arg-type]
+
+    pairs = [(lib.pop, lib.vu_queue_pop), (lib.push, lib.vu_queue_push),
+             (lib.notify, lib.vu_queue_notify), (lib.free_elem, lib.free)]
+    for untyped, typed in pairs:
+        assert addr(untyped) == addr(typed)
+        assert untyped.argtypes is None
+    assert lib.pop.restype is libvhost.Ptr
+
+
 def test_drift_is_reported(tmp_path: Path) -> None:
     drifted = {name: {"sizeof": 1} for name in abi.MIRRORED}
     drifted["VuDev"]["broken"] = 1400

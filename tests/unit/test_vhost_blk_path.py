@@ -23,28 +23,35 @@ from backend.dm.mapped_device import MappedDevice
 from backend.dm.table import parse_table
 from backend.vhost import virtio_blk as vb
 from backend.vhost.blk import VirtioBlkDevice
+from backend.vhost.libvhost import Ptr
 
 DISK = 1 << 20
 _ELEM = struct.Struct("<III4xQQ")
 
 
 class FakeLib:
+    """pop/push/notify/free as the untyped real ones take them: pointers as ctypes
+    objects (the real calls raise ArgumentError for an int too long to convert)."""
+
     def __init__(self) -> None:
         self.avail: list[int] = []
         self.used: list[tuple[int, int]] = []
         self.notified = 0
 
-    def vu_queue_pop(self, _dev: int, _vq: int, _size: int) -> int:
-        return self.avail.pop(0) if self.avail else 0
+    def pop(self, dev: Ptr, vq: Ptr, _size: int) -> Ptr:
+        assert isinstance(dev, ctypes.c_void_p) and isinstance(vq, ctypes.c_void_p)
+        return Ptr(self.avail.pop(0) if self.avail else 0)
 
-    def vu_queue_push(self, _dev: int, _vq: int, elem: int, length: int) -> None:
-        self.used.append((elem, length))
+    def push(self, dev: Ptr, vq: Ptr, elem: Ptr, length: int) -> None:
+        assert all(isinstance(p, ctypes.c_void_p) for p in (dev, vq, elem))
+        self.used.append((elem.value or 0, length))
 
-    def vu_queue_notify(self, _dev: int, _vq: int) -> None:
+    def notify(self, dev: Ptr, vq: Ptr) -> None:
+        assert isinstance(dev, ctypes.c_void_p) and isinstance(vq, ctypes.c_void_p)
         self.notified += 1
 
-    def free(self, _elem: int) -> None:
-        pass
+    def free_elem(self, elem: Ptr) -> None:
+        assert isinstance(elem, ctypes.c_void_p)
 
 
 class Memory:
@@ -80,6 +87,7 @@ def rig() -> Any:
     blk._running = True
     blk._started[0] = True
     blk._vqs[0] = 1
+    blk._vq_ptrs[0] = Ptr(1)
 
     class Rig:
         pass
@@ -281,6 +289,7 @@ def test_wait_idle_returns_to_every_waiter_when_the_last_request_ends() -> None:
         blk._running = True
         blk._started[0] = True
         blk._vqs[0] = 1
+        blk._vq_ptrs[0] = Ptr(1)
         for _ in range(2):
             lib.avail.append(g.element([(g.alloc(4096), 4096), (g.alloc(1, b"\xff"), 1)],
                                        [(g.alloc(16, hdr(vb.T_IN, 8)), 16)]))
