@@ -53,7 +53,7 @@ def test_loop_picks_either_for_an_ab(image: Path, name: str) -> None:
 # per-request work must be a decision: raise a budget only with a reason in the commit
 # message, and lower it when a change removes calls. The counts include the bench's
 # stand-ins for libvhost-user (pop, push, notify, free: 5-6 calls).
-CALL_BUDGETS = [("dm", 1, 41), ("transport", 1, 41), ("dm", 32, 26), ("transport", 32, 26)]
+CALL_BUDGETS = [("dm", 1, 38), ("transport", 1, 38), ("dm", 32, 25), ("transport", 32, 25)]
 
 
 @pytest.mark.parametrize(("path", "qd", "budget"), CALL_BUDGETS)
