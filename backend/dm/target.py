@@ -237,6 +237,8 @@ class Target(abc.ABC):
     num_write_zeroes_bios: int = 0
     max_io_len: int = 0
     index: int = 0
+    """Position in its table (set by Table): the index of ``pieces`` and ``targets`` in
+    the device's evidence counters."""
     has_end_io: bool = True
     """Whether the core calls ``end_io`` on completion: set by Table when it is built,
     False for a type that keeps the default (DONE), so those skip the call."""
@@ -245,8 +247,6 @@ class Target(abc.ABC):
     only ``clone.remap(dev, clone.sector + delta)`` and that has no ``end_io`` (linear).
     A table of that one target lets the core send whole reads and writes straight to
     ``dev``: no map() call and no per-request object (``IoPath.submit_bio``)."""
-    """Position in its table (set by Table): the index of ``pieces`` and ``targets`` in
-    the device's evidence counters."""
 
     def __init__(
         self, context: TargetContext, begin: int, length: int, resolve: DeviceResolver

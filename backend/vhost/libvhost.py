@@ -44,7 +44,6 @@ RemoveWatchCb = ctypes.CFUNCTYPE(None, _p, ctypes.c_int)
 QueueHandlerCb = ctypes.CFUNCTYPE(None, _p, ctypes.c_int)
 
 
-
 class Ptr(ctypes.c_void_p):
     """A pointer that a call returns as itself: a ``c_void_p`` restype would convert
     it to an int, which must be wrapped again to be passed back untyped. ``value``
