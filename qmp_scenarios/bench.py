@@ -127,6 +127,7 @@ async def unit_round(workdir: Path, unit: list[Backend], rep: int, runtime: floa
                         print(f"  round {rep + 1} {backend.label:<15} {wl.name:<18} HUNG: "
                               f"collecting evidence", flush=True)
                         evidence = await collect(guest, backend, disk_id, disk)
+                        print(f"    {evidence['verdict']}", flush=True)
                         samples.append(Sample(backend.label, wl.name, rep, status="hung",
                                               error=str(e), evidence=evidence))
                         done.add((backend.label, wl.name))

@@ -5,12 +5,22 @@ per thread: blocked in io_getevents, in a futex, runnable?), the guest (the bloc
 debugfs: requests dispatched and still owned by the driver, ``inflight`` counts; blocked
 tasks via sysrq-w), and the virtqueue between them (QEMU's view of the vring: avail
 index vs used index is what the guest posted and the backend has not answered).
+
+Then one question is put to the stuck pair: the eventfds the backend and the guest's
+QEMU share (the vring's kick, call and error fds) are signalled from outside, one at a
+time, and the guest's in-flight count read after each. When every posted request was
+answered (``avail_idx == used_idx``) and signalling one of them lets the guest's
+requests finish, the backend had done its part and the guest was never told: the
+used-ring notification was lost between the backend's ``vu_queue_notify`` and the
+guest's interrupt. That is how every qemu-storage-daemon hang seen here ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +68,7 @@ def guest_block_script(disk: str) -> str:
     d = f"/sys/kernel/debug/block/{name}"
     return (
         f"echo '== /sys/block/{name}/inflight'; cat /sys/block/{name}/inflight;"
+        " echo '== /proc/interrupts (virtio)'; grep -i virtio /proc/interrupts;"
         f" for f in {d}/hctx*/dispatch {d}/hctx*/busy {d}/hctx*/tags {d}/hctx*/state"
         f" {d}/state; do echo \"== $f\"; cat \"$f\" 2>&1; done;"
         " echo w > /proc/sysrq-trigger 2>/dev/null;"
@@ -77,17 +88,128 @@ async def virtqueue_state(guest: Guest, disk_id: str) -> Any:
                                            {"path": path, "queue": 0})
             out["ring"] = ring
             assert isinstance(ring, dict)
-            idx = {}
-            for name in ("avail", "used"):  # struct vring_{avail,used}: u16 flags, u16 idx
-                text = await guest.qmp.execute(
-                    "human-monitor-command",
-                    {"command-line": f"xp /1hx {ring[name + '-phys'] + 2:#x}"})
-                idx[name] = int(str(text).rsplit(":", 1)[1].strip(), 16)
-            out["avail_idx"], out["used_idx"] = idx["avail"], idx["used"]
-            out["posted_not_returned"] = (idx["avail"] - idx["used"]) % 65536
+            num = int(ring["num"])
+
+            async def u16s(phys: int, n: int) -> list[int]:
+                text = await guest.qmp.execute("human-monitor-command",
+                                               {"command-line": f"xp /{n}hx {phys:#x}"})
+                return [int(w, 16) for w in str(text).split(":", 1)[1].split()]
+
+            # struct vring_avail: flags, idx, ring[num], used_event;
+            # struct vring_used: flags, idx, ring[num] (8 bytes each), avail_event
+            avail, used = ring["avail-phys"], ring["used-phys"]
+            out["avail_flags"], out["avail_idx"] = await u16s(avail, 2)
+            out["used_flags"], out["used_idx"] = await u16s(used, 2)
+            (out["used_event"],) = await u16s(avail + 4 + 2 * num, 1)
+            (out["avail_event"],) = await u16s(used + 4 + 8 * num, 1)
+            out["posted_not_returned"] = (out["avail_idx"] - out["used_idx"]) % 65536
+            # EVENT_IDX: the guest asked to be interrupted once used_idx passed
+            # used_event; if it has, a notification was due after the guest wrote it.
+            out["notification_due"] = 0 < (out["used_idx"] - out["used_event"]) % 65536 < 32768
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"
     return out
+
+
+def _eventfds(pid: int) -> dict[int, tuple[int, int]]:
+    """``pid``'s eventfds: eventfd-id (the same in every process holding it) -> (its fd
+    there, its count)."""
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            info = dict(ln.split(":", 1) for ln in
+                        Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines() if ":" in ln)
+        except OSError:
+            continue
+        if "eventfd-id" in info:
+            found[int(info["eventfd-id"])] = (int(fd), int(info["eventfd-count"].strip(), 16))
+    return found
+
+
+def shared_eventfds(backend_pid: int | None, qemu_pid: int) -> dict[str, Any]:
+    """The eventfds the backend and the guest's QEMU both hold, with their counts: an
+    unread count on one is a signal its reader never took."""
+    if backend_pid is None:
+        return {"error": "backend not running"}
+    try:
+        mine, theirs = _eventfds(backend_pid), _eventfds(qemu_pid)
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    shared = set(mine) & set(theirs)
+    out: dict[str, Any] = {
+        str(i): {"backend_fd": mine[i][0], "qemu_fd": theirs[i][0], "count": mine[i][1]}
+        for i in sorted(shared)}
+    # A signal left on an eventfd only QEMU holds any more (a vring's masked notifier,
+    # say, after the call fd was switched back) is one nobody will read.
+    out["qemu_only_unread"] = {str(i): {"qemu_fd": fd, "count": n}
+                               for i, (fd, n) in sorted(theirs.items())
+                               if i not in shared and n}
+    return out
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_PIDFD_OPEN, _SYS_PIDFD_GETFD = 434, 438  # the same on x86_64 and aarch64
+
+
+def signal_eventfd(pid: int, fd: int) -> None:
+    """Add 1 to the eventfd that is ``fd`` in process ``pid`` (pidfd_getfd: the same
+    eventfd, not a reopening)."""
+    pidfd = _libc.syscall(_SYS_PIDFD_OPEN, pid, 0)
+    if pidfd < 0:
+        raise OSError(ctypes.get_errno(), f"pidfd_open({pid})")
+    try:
+        mine = _libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if mine < 0:
+            raise OSError(ctypes.get_errno(), f"pidfd_getfd({pid}, {fd})")
+    finally:
+        os.close(pidfd)
+    try:
+        os.eventfd_write(mine, 1)
+    finally:
+        os.close(mine)
+
+
+async def _inflight(guest: Guest, disk: str) -> int:
+    name = disk.rsplit("/", 1)[-1]
+    res = await guest.run(f"cat /sys/block/{name}/inflight", timeout=10.0)
+    return sum(int(n) for n in res.output.split())
+
+
+async def release_probe(guest: Guest, backend: Backend, disk: str,
+                        shared: dict[str, Any]) -> dict[str, Any]:
+    """Signal each shared eventfd in turn; report the guest's in-flight count after each
+    and which one (if any) let its requests finish."""
+    out: dict[str, Any] = {"steps": []}
+    try:
+        before = await _inflight(guest, disk)
+        out["inflight_before"] = before
+        for ident, fds in shared.items():
+            if not ident.isdigit() or not isinstance(fds, dict) or backend.pid is None:
+                continue
+            signal_eventfd(backend.pid, fds["backend_fd"])
+            await asyncio.sleep(1.0)  # a guest under TCG answers an interrupt in ms
+            after = await _inflight(guest, disk)
+            out["steps"].append({"eventfd_id": int(ident), "inflight_after": after})
+            if after < before:
+                out["released_by"] = int(ident)
+                break
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def verdict(ev: dict[str, Any]) -> str:
+    """One line on where the requests stopped, from the evidence above."""
+    vq, probe = ev.get("virtqueue", {}), ev.get("release_probe", {})
+    if not isinstance(vq, dict) or "posted_not_returned" not in vq:
+        return "unknown: the vring could not be read"
+    if vq["posted_not_returned"]:
+        return (f"backend: {vq['posted_not_returned']} requests posted and not answered")
+    if "released_by" in probe:
+        return ("notification lost: every posted request was answered, and signalling "
+                f"eventfd {probe['released_by']} (shared by backend and QEMU) let the "
+                "guest finish them")
+    return "guest: every posted request was answered and no signal released the guest"
 
 
 async def collect(guest: Guest, backend: Backend, disk_id: str, disk: str) -> dict[str, Any]:
@@ -106,4 +228,7 @@ async def collect(guest: Guest, backend: Backend, disk_id: str, disk: str) -> di
     # the stack again: a backend that was only slow has moved on, a stuck one has not
     with contextlib.suppress(Exception):
         ev["backend_process_again"] = process_state(backend.pid)
+    ev["shared_eventfds"] = shared_eventfds(backend.pid, guest.pid)
+    ev["release_probe"] = await release_probe(guest, backend, disk, ev["shared_eventfds"])
+    ev["verdict"] = verdict(ev)
     return ev

@@ -145,9 +145,17 @@ def vudm_runs_failed(samples: list[Sample]) -> list[Sample]:
 
 
 def incidents(samples: list[Sample]) -> str:
-    """One line per run that did not finish, with its error."""
-    return "\n".join(f"{s.status.upper():7} round {s.rep + 1} {s.backend:<15} {s.workload:<18}"
-                     f" {s.error[:160]}" for s in samples if s.status != "ok")
+    """One line per run that did not finish, with its error (and, for a hang, where the
+    evidence says its requests stopped)."""
+    lines = []
+    for s in samples:
+        if s.status == "ok":
+            continue
+        lines.append(f"{s.status.upper():7} round {s.rep + 1} {s.backend:<15} {s.workload:<18}"
+                     f" {s.error[:160]}")
+        if s.evidence and s.evidence.get("verdict"):
+            lines.append(f"        {s.evidence['verdict']}")
+    return "\n".join(lines)
 
 
 def to_json(samples: list[Sample], backends: list[str], meta: dict[str, Any]) -> dict[str, Any]:
