@@ -100,12 +100,34 @@ def vhost_user_blk_device(disk: VhostUserDisk, slot: int) -> dict[str, object]:
     }
 
 
+def smp_option(config: MachineConfig) -> str:
+    """``-smp``: ``vcpus`` CPUs, and under TCG room for at least two.
+
+    Under TCG a guest whose machine can hold only one CPU gets no memory barriers: QEMU
+    translates its fences and locked instructions for a single observer (``tcg_gen_mb``
+    emits nothing without CF_PARALLEL, which ``tcg_cpu_init_cflags`` sets only for
+    max_cpus > 1; QEMU 7.2, accel/tcg). A vhost-user backend is a second observer of
+    guest memory, and virtio's notification handshake is a Dekker pair: the guest writes
+    ``used_event`` then reads ``used->idx``, the backend writes ``used->idx`` then reads
+    ``used_event``, each with a full barrier in between. Without the guest's barrier
+    both can read the old value: the backend skips the interrupt and the guest sleeps
+    with every request answered. (Caught on qemu-storage-daemon in ``make bench``:
+    avail == used, ``used_event`` 32 behind, and signalling the call eventfd from
+    outside let the guest finish.) ``maxcpus`` of 2 makes QEMU emit the barriers; the
+    guest still runs ``vcpus`` CPUs.
+    """
+    if config.accel != "tcg":
+        return str(config.vcpus)
+    return f"{config.vcpus},maxcpus={max(config.vcpus, 2)}"
+
+
 def qemu_argv(
     config: MachineConfig, *, qmp_socket: Path, agent_socket: Path, console_log: Path
 ) -> list[str]:
     """The full qemu-system-x86_64 argv; QEMU connects to both sockets as a client."""
     accel = "tcg,thread=multi" if config.accel == "tcg" and config.vcpus > 1 else config.accel
     mem = f"{config.memory_mb}M"
+    smp = smp_option(config)
     argv = [
         "qemu-system-x86_64",
         "-name", "vudm-guest,debug-threads=on",
@@ -113,7 +135,7 @@ def qemu_argv(
         "-machine", "q35,memory-backend=mem",
         "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
         "-m", mem,
-        "-smp", str(config.vcpus),
+        "-smp", smp,
         "-cpu", "max" if config.accel == "tcg" else "host",
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
         "-no-reboot",
