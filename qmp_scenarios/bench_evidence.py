@@ -12,7 +12,8 @@ time, and the guest's in-flight count read after each. When every posted request
 answered (``avail_idx == used_idx``) and signalling one of them lets the guest's
 requests finish, the backend had done its part and the guest was never told: the
 used-ring notification was lost between the backend's ``vu_queue_notify`` and the
-guest's interrupt. That is how every qemu-storage-daemon hang seen here ended.
+guest's interrupt. That is how every qemu-storage-daemon hang seen here ended, until
+TCG guests got room for a second CPU (``guests.qemu_cmd.smp_option`` says why).
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def verdict(ev: dict[str, Any]) -> str:
     if not isinstance(vq, dict) or "posted_not_returned" not in vq:
         return "unknown: the vring could not be read"
     if vq["posted_not_returned"]:
-        return (f"backend: {vq['posted_not_returned']} requests posted and not answered")
+        return f"backend: {vq['posted_not_returned']} requests posted and not answered"
     if "released_by" in probe:
         return ("notification lost: every posted request was answered, and signalling "
                 f"eventfd {probe['released_by']} (shared by backend and QEMU) let the "
