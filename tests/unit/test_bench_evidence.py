@@ -15,12 +15,14 @@ from qmp_scenarios.bench_evidence import shared_eventfds, signal_eventfd, verdic
 def holder() -> subprocess.Popen[bytes]:
     """A child holding an eventfd it inherited (as QEMU and a backend share a vring's)."""
     fd = os.eventfd(0, os.EFD_NONBLOCK)
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                             pass_fds=(fd,))
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE, pass_fds=(fd,))
     child.eventfd = fd  # type: ignore[attr-defined]
     yield child
     child.kill()
     child.wait()
+    assert child.stdin is not None
+    child.stdin.close()
     os.close(fd)
 
 
