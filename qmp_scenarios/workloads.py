@@ -81,11 +81,21 @@ def nomerges_command(disk: str) -> str:
 
 
 def wait_in_flight_command(disk: str, at_least: int = 1) -> str:
-    """A guest command returning once the disk has ``at_least`` I/Os in flight (reads or
-    writes: with verify_backlog fio also reads), e.g. stuck on a paused path."""
+    """A guest command returning once the disk holds ``at_least`` I/Os (reads or writes:
+    with verify_backlog fio also reads), e.g. stuck on a paused path or queued for one.
+
+    Held means in flight (``/sys/block/N/inflight``) or on the queue's requeue list.
+    The second is where the guest kernel's request-based dm-mpath (the kernel oracle's)
+    keeps I/O that waits for a path: it requeues it every 100 ms, and ``inflight``
+    counts none of it. The list is in debugfs, mounted here if it is not yet.
+    """
     name = disk.rsplit("/", 1)[-1]
-    return (f"while [ $(awk '{{print $1 + $2}}' /sys/block/{name}/inflight) -lt {at_least} ]; "
-            f"do sleep 0.02; done")
+    requeued = f"/sys/kernel/debug/block/{name}/requeue_list"
+    return ("[ -d /sys/kernel/debug/block ] || mount -t debugfs debugfs /sys/kernel/debug "
+            "2>/dev/null; "
+            f"while [ $(( $(awk '{{print $1 + $2}}' /sys/block/{name}/inflight) "
+            f"+ $(cat {requeued} 2>/dev/null | wc -l) )) -lt {at_least} ]; "
+            "do sleep 0.02; done")
 
 
 def wait_flush_held_command() -> str:

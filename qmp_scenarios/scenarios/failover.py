@@ -20,6 +20,7 @@ from ..steps import (
     resume,
     start_io,
     suspend,
+    wait_guest_in_flight,
     wait_guest_writes,
     wait_io,
 )
@@ -52,6 +53,8 @@ async def _flush_with_no_path(rig: Rig) -> FioHandle:
                                                fsync_every=4), flowing=100)
     await kill_path(rig, "p0", wait_failed="mp")
     await kill_path(rig, "p1", wait_failed="mp")
+    # the checker may fail both paths between two guest writes: wait for one to queue
+    await wait_guest_in_flight(rig, disk, "writes queued with no path")
     return io
 
 

@@ -22,6 +22,7 @@ from ..steps import (
     start_io,
     suspend,
     suspend_times_out,
+    wait_guest_in_flight,
     wait_io,
 )
 from ..workloads import (
@@ -47,10 +48,14 @@ async def _kill_all(rig: Rig, paths: list[str], dm: str = "mp") -> None:
 
 async def _writes_then_no_path(rig: Rig, *, queue_if_no_path: bool = True) -> FioHandle:
     """The matrix's no-path start: multipath over p0 and p1, verified writes flowing,
-    then both paths' servers killed (each failed in the table before the next)."""
+    then both paths' servers killed (each failed in the table before the next). With
+    queueing on, returns once a guest write waits in multipath: the checker may fail
+    both paths between two guest writes, and a suspend then would find nothing queued."""
     disk = await mpath_disk(rig, ["p0", "p1"], queue_if_no_path=queue_if_no_path)
     io = await start_io(rig, verify_writes(disk, size="32M", rate_iops=1000), flowing=100)
     await _kill_all(rig, ["p0", "p1"])
+    if queue_if_no_path:
+        await wait_guest_in_flight(rig, disk, "writes queued with no path")
     return io
 
 
