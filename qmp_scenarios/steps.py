@@ -22,7 +22,12 @@ from guests.machine import Guest
 from .nbd_server import NbdServer
 from .result import FioEvidence
 from .rig import Rig
-from .workloads import wait_flush_held_command, wait_for_ios_command, wait_in_flight_command
+from .workloads import (
+    wait_flush_held_command,
+    wait_for_ios_command,
+    wait_in_flight_command,
+    wait_io_or_flush_held_command,
+)
 
 # -- guest ----------------------------------------------------------------------------
 
@@ -136,6 +141,12 @@ async def wait_guest_in_flight(rig: Rig, disk: str, why: str, at_least: int = 1)
     complete (held by the daemon: queued, parked, or stuck on a paused path)."""
     await guest_shell(rig, f"wait until {at_least}+ guest I/Os on {disk} are held ({why})",
                       wait_in_flight_command(disk, at_least))
+
+
+async def wait_guest_io_or_flush_held(rig: Rig, disk: str, why: str) -> None:
+    """Wait until the guest has a read or write held on ``disk`` or a flush held."""
+    await guest_shell(rig, f"wait until a guest I/O or flush on {disk} is held ({why})",
+                      wait_io_or_flush_held_command(disk))
 
 
 async def wait_guest_flush_held(rig: Rig, why: str) -> None:

@@ -80,6 +80,19 @@ def nomerges_command(disk: str) -> str:
     return f"echo 2 > /sys/block/{name}/queue/nomerges"
 
 
+_MOUNT_DEBUGFS = ("[ -d /sys/kernel/debug/block ] || "
+                  "mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null; ")
+_FLUSH_WAITED_FOR = "grep -qs submit_bio_wait /proc/[0-9]*/wchan"
+"""A guest task waits for a flush (fsync of a block device ends in submit_bio_wait)."""
+
+
+def _held(disk: str) -> str:
+    """Shell arithmetic: the reads and writes ``disk`` holds (see wait_in_flight_command)."""
+    name = disk.rsplit("/", 1)[-1]
+    return (f"$(( $(awk '{{print $1 + $2}}' /sys/block/{name}/inflight) "
+            f"+ $(cat /sys/kernel/debug/block/{name}/requeue_list 2>/dev/null | wc -l) ))")
+
+
 def wait_in_flight_command(disk: str, at_least: int = 1) -> str:
     """A guest command returning once the disk holds ``at_least`` I/Os (reads or writes:
     with verify_backlog fio also reads), e.g. stuck on a paused path or queued for one.
@@ -89,16 +102,19 @@ def wait_in_flight_command(disk: str, at_least: int = 1) -> str:
     keeps I/O that waits for a path: it requeues it every 100 ms, and ``inflight``
     counts none of it. The list is in debugfs, mounted here if it is not yet.
     """
-    name = disk.rsplit("/", 1)[-1]
-    requeued = f"/sys/kernel/debug/block/{name}/requeue_list"
-    return ("[ -d /sys/kernel/debug/block ] || mount -t debugfs debugfs /sys/kernel/debug "
-            "2>/dev/null; "
-            f"while [ $(( $(awk '{{print $1 + $2}}' /sys/block/{name}/inflight) "
-            f"+ $(cat {requeued} 2>/dev/null | wc -l) )) -lt {at_least} ]; "
-            "do sleep 0.02; done")
+    return (_MOUNT_DEBUGFS
+            + f"while [ {_held(disk)} -lt {at_least} ]; do sleep 0.02; done")
 
 
 def wait_flush_held_command() -> str:
-    """A guest command returning once a guest task waits for a flush (fsync of a block
-    device ends in submit_bio_wait): a flush request is not counted in ``inflight``."""
-    return "while ! grep -qs submit_bio_wait /proc/[0-9]*/wchan; do sleep 0.02; done"
+    """A guest command returning once a guest task waits for a flush that does not
+    complete: a flush request is not counted in ``inflight``."""
+    return f"while ! {_FLUSH_WAITED_FOR}; do sleep 0.02; done"
+
+
+def wait_io_or_flush_held_command(disk: str) -> str:
+    """A guest command returning once the disk holds a read or write, or a guest task
+    waits for a flush: fio with ``fsync`` waits for its writes before each fsync, so
+    what waits for a path may be either."""
+    return (_MOUNT_DEBUGFS + f"while [ {_held(disk)} -lt 1 ] && ! {_FLUSH_WAITED_FOR}; "
+            "do sleep 0.02; done")

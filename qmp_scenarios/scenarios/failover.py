@@ -20,7 +20,7 @@ from ..steps import (
     resume,
     start_io,
     suspend,
-    wait_guest_in_flight,
+    wait_guest_io_or_flush_held,
     wait_guest_writes,
     wait_io,
 )
@@ -54,7 +54,7 @@ async def _flush_with_no_path(rig: Rig) -> FioHandle:
     await kill_path(rig, "p0", wait_failed="mp")
     await kill_path(rig, "p1", wait_failed="mp")
     # the checker may fail both paths between two guest writes: wait for one to queue
-    await wait_guest_in_flight(rig, disk, "writes queued with no path")
+    await wait_guest_io_or_flush_held(rig, disk, "queued with no path")
     return io
 
 
