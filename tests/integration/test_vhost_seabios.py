@@ -119,7 +119,8 @@ async def seabios_vm(workdir: Path, vhost_socket: Path, serial: Serial) -> Async
     await qmp.start_server(str(qmp_path))
     serial_server = await asyncio.start_unix_server(serial.handle, serial_path)
     argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "128",
+        # maxcpus=2: TCG keeps the guest's barriers (guests/qemu_cmd.smp_option)
+        "qemu-system-x86_64", "-accel", "tcg", "-smp", "1,maxcpus=2", "-m", "128",
         "-object", "memory-backend-memfd,id=mem,size=128M,share=on",
         "-machine", "pc,memory-backend=mem", "-nodefaults", "-display", "none",
         "-chardev", f"socket,id=ser,path={serial_path}", "-serial", "chardev:ser",
