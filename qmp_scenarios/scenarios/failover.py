@@ -53,7 +53,8 @@ async def _flush_with_no_path(rig: Rig) -> FioHandle:
                                                fsync_every=4), flowing=100)
     await kill_path(rig, "p0", wait_failed="mp")
     await kill_path(rig, "p1", wait_failed="mp")
-    # the checker may fail both paths between two guest writes: wait for one to queue
+    # the checker may fail both paths between two guest writes: wait for one (or a
+    # flush) to queue
     await wait_guest_io_or_flush_held(rig, disk, "queued with no path")
     return io
 
