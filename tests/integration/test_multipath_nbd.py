@@ -88,22 +88,23 @@ class Completions:
 
         setattr(md, "submit_bio", submit_bio)  # noqa: B010 - the export looks it up per call
 
-    async def wait_count(self, n: int, timeout: float = TIMEOUT) -> None:
-        """Until ``n`` requests in all have completed successfully."""
+    async def _wait(self, condition: Callable[[], bool], timeout: float) -> None:
+        """Until ``condition()`` holds, checked after each request's submission and end
+        (work the device scheduled with ``call_soon`` at submission has run by then)."""
         async with asyncio.timeout(timeout):
-            while len(self.ok) < n:
+            while not condition():
                 self._changed.clear()
                 await self._changed.wait()
 
+    async def wait_count(self, n: int, timeout: float = TIMEOUT) -> None:
+        """Until ``n`` requests in all have completed successfully."""
+        await self._wait(lambda: len(self.ok) >= n, timeout)
+
     async def until(self, condition: Callable[[], bool], what: str,
                     timeout: float = TIMEOUT) -> None:
-        """Until ``condition()`` holds, checked after each request's submission and end
-        (work the device scheduled with ``call_soon`` at submission has run by then)."""
+        """Until ``condition()`` holds; a timeout fails the test naming ``what``."""
         try:
-            async with asyncio.timeout(timeout):
-                while not condition():
-                    self._changed.clear()
-                    await self._changed.wait()
+            await self._wait(condition, timeout)
         except TimeoutError:
             raise AssertionError(f"not within {timeout:g}s: {what}") from None
 
@@ -112,10 +113,7 @@ class Completions:
 
     async def drained(self, requests: set[int], timeout: float = TIMEOUT) -> float:
         """When the last of ``requests`` (a copy of ``outstanding``) completed."""
-        async with asyncio.timeout(timeout):
-            while requests & self.outstanding:
-                self._changed.clear()
-                await self._changed.wait()
+        await self._wait(lambda: not requests & self.outstanding, timeout)
         return max((self.ended_at[r] for r in requests), default=time.monotonic())
 
 

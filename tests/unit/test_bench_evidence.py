@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,13 +13,13 @@ from qmp_scenarios.bench_evidence import shared_eventfds, signal_eventfd, verdic
 
 
 @pytest.fixture
-def holder() -> subprocess.Popen[bytes]:
-    """A child holding an eventfd it inherited (as QEMU and a backend share a vring's)."""
+def holder() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A child holding an eventfd it inherited (as QEMU and a backend share a vring's),
+    and that eventfd's number here (and in the child)."""
     fd = os.eventfd(0, os.EFD_NONBLOCK)
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                              stdin=subprocess.PIPE, pass_fds=(fd,))
-    child.eventfd = fd  # type: ignore[attr-defined]
-    yield child
+    yield child, fd
     child.kill()
     child.wait()
     assert child.stdin is not None
@@ -27,17 +28,17 @@ def holder() -> subprocess.Popen[bytes]:
 
 
 def test_the_eventfds_two_processes_share_are_found_with_their_count(
-        holder: subprocess.Popen[bytes]) -> None:
-    fd: int = holder.eventfd  # type: ignore[attr-defined]
+        holder: tuple[subprocess.Popen[bytes], int]) -> None:
+    child, fd = holder
     os.eventfd_write(fd, 3)
-    shared = shared_eventfds(os.getpid(), holder.pid)
+    shared = shared_eventfds(os.getpid(), child.pid)
     mine = [v for k, v in shared.items() if k.isdigit() and v["backend_fd"] == fd]
     assert len(mine) == 1 and mine[0]["count"] == 3
     assert str(fd) not in [str(v["qemu_fd"]) for v in shared["qemu_only_unread"].values()]
     private = os.eventfd(0)
     try:
         os.eventfd_write(private, 2)
-        shared = shared_eventfds(holder.pid, os.getpid())  # this process as the "QEMU"
+        shared = shared_eventfds(child.pid, os.getpid())  # this process as the "QEMU"
         assert private not in [v["backend_fd"] for k, v in shared.items() if k.isdigit()]
         assert [v["count"] for v in shared["qemu_only_unread"].values()
                 if v["qemu_fd"] == private] == [2]
@@ -46,9 +47,9 @@ def test_the_eventfds_two_processes_share_are_found_with_their_count(
 
 
 def test_signalling_another_process_eventfd_reaches_the_same_eventfd(
-        holder: subprocess.Popen[bytes]) -> None:
-    fd: int = holder.eventfd  # type: ignore[attr-defined]
-    signal_eventfd(holder.pid, fd)  # the child holds it under the same number
+        holder: tuple[subprocess.Popen[bytes], int]) -> None:
+    child, fd = holder
+    signal_eventfd(child.pid, fd)  # the child holds it under the same number
     assert os.eventfd_read(fd) == 1
 
 
